@@ -1,0 +1,73 @@
+"""Values that cross the database boundary. Pure: frozen dataclasses only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PageVersion:
+    version: int
+    checksum: str
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as written: content plus its embedding."""
+
+    chunk_index: int
+    heading_path: tuple[str, ...]
+    content: str
+    content_hash: str
+    token_count: int
+    embedding: Any  # numpy array or list[float]; the pgvector codec accepts both
+
+
+@dataclass(frozen=True)
+class PageRecord:
+    page_id: str
+    space_key: str
+    title: str
+    url: str
+    version: int
+    checksum: str
+    ancestors: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    restricted: bool = False
+    last_modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One retrieved chunk with the page it belongs to and its fused score."""
+
+    chunk_id: int
+    page_id: str
+    space_key: str
+    title: str
+    url: str
+    breadcrumb: tuple[str, ...]
+    heading_path: tuple[str, ...]
+    content: str
+    score: float
+    vector_similarity: float | None = None
+    vector_rank: int | None = None
+    keyword_rank: int | None = None
+    last_modified: datetime | None = None
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class SyncRun:
+    id: int
+    trigger: str
+    requested_by: str | None
+    spaces: tuple[str, ...]
+    force: bool
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    counters: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None

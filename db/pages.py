@@ -1,0 +1,116 @@
+"""Named queries over spaces, pages and chunks. The caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from db.models import PageRecord, PageVersion, StoredChunk
+
+UPSERT_SPACE = """
+INSERT INTO spaces (space_key, space_id, name, url) VALUES ($1, $2, $3, $4)
+ON CONFLICT (space_key) DO UPDATE
+   SET space_id = EXCLUDED.space_id, name = EXCLUDED.name, url = EXCLUDED.url
+"""
+MARK_SPACE_SYNCED = "UPDATE spaces SET last_synced_at = now() WHERE space_key = $1"
+
+KNOWN_VERSIONS = "SELECT page_id, version, checksum FROM pages WHERE space_key = $1"
+
+UPSERT_PAGE = """
+INSERT INTO pages (page_id, space_key, title, url, version, ancestors, labels, restricted, checksum,
+                   last_modified, synced_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
+ON CONFLICT (page_id) DO UPDATE
+   SET space_key = EXCLUDED.space_key, title = EXCLUDED.title, url = EXCLUDED.url,
+       version = EXCLUDED.version, ancestors = EXCLUDED.ancestors, labels = EXCLUDED.labels,
+       restricted = EXCLUDED.restricted, checksum = EXCLUDED.checksum,
+       last_modified = EXCLUDED.last_modified, synced_at = now()
+"""
+DELETE_PAGE_CHUNKS = "DELETE FROM chunks WHERE page_id = $1"
+# Title and headings weigh more than body text in keyword search.
+INSERT_CHUNK = """
+INSERT INTO chunks (page_id, space_key, chunk_index, heading_path, content, content_hash, token_count,
+                    embedding, tsv)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+        setweight(to_tsvector('english', $9), 'A')
+        || setweight(to_tsvector('english', array_to_string($4::text[], ' ')), 'B')
+        || to_tsvector('english', $5))
+"""
+# The same hash may sit in many pages; any copy's embedding will do (same model, same text).
+EMBEDDINGS_BY_HASH = """
+SELECT DISTINCT ON (content_hash) content_hash, embedding
+  FROM chunks WHERE content_hash = ANY($1::text[])
+"""
+DELETE_PAGES = "DELETE FROM pages WHERE page_id = ANY($1::text[])"
+PAGE_BY_ID = """
+SELECT page_id, space_key, title, url, version, checksum, ancestors, labels, restricted, last_modified
+  FROM pages WHERE page_id = $1
+"""
+PAGE_CHUNK_HASHES = "SELECT content_hash FROM chunks WHERE page_id = $1 ORDER BY chunk_index"
+
+
+async def upsert_space(
+    conn: asyncpg.Connection, space_key: str, *, space_id: str | None, name: str | None, url: str | None
+) -> None:
+    await conn.execute(UPSERT_SPACE, space_key, space_id, name, url)
+
+
+async def mark_space_synced(conn: asyncpg.Connection, space_key: str) -> None:
+    await conn.execute(MARK_SPACE_SYNCED, space_key)
+
+
+async def known_versions(conn: asyncpg.Connection, space_key: str) -> dict[str, PageVersion]:
+    rows = await conn.fetch(KNOWN_VERSIONS, space_key)
+    return {r["page_id"]: PageVersion(r["version"], r["checksum"]) for r in rows}
+
+
+async def embeddings_by_hash(conn: asyncpg.Connection, hashes: Sequence[str]) -> dict[str, Any]:
+    if not hashes:
+        return {}
+    rows = await conn.fetch(EMBEDDINGS_BY_HASH, list(hashes))
+    return {r["content_hash"]: r["embedding"] for r in rows}
+
+
+async def upsert_page(conn: asyncpg.Connection, page: PageRecord) -> None:
+    await conn.execute(
+        UPSERT_PAGE, page.page_id, page.space_key, page.title, page.url, page.version,
+        list(page.ancestors), list(page.labels), page.restricted, page.checksum, page.last_modified,
+    )
+
+
+async def replace_chunks(
+    conn: asyncpg.Connection, page: PageRecord, chunks: Sequence[StoredChunk]
+) -> None:
+    await conn.execute(DELETE_PAGE_CHUNKS, page.page_id)
+    await conn.executemany(
+        INSERT_CHUNK,
+        [
+            (page.page_id, page.space_key, c.chunk_index, list(c.heading_path), c.content,
+             c.content_hash, c.token_count, c.embedding, page.title)
+            for c in chunks
+        ],
+    )
+
+
+async def delete_pages(conn: asyncpg.Connection, page_ids: Sequence[str]) -> int:
+    if not page_ids:
+        return 0
+    result = await conn.execute(DELETE_PAGES, list(page_ids))
+    return int(result.split()[-1])
+
+
+async def page_by_id(conn: asyncpg.Connection, page_id: str) -> PageRecord | None:
+    row = await conn.fetchrow(PAGE_BY_ID, page_id)
+    if row is None:
+        return None
+    return PageRecord(
+        page_id=row["page_id"], space_key=row["space_key"], title=row["title"], url=row["url"],
+        version=row["version"], checksum=row["checksum"], ancestors=tuple(row["ancestors"]),
+        labels=tuple(row["labels"]), restricted=row["restricted"], last_modified=row["last_modified"],
+    )
+
+
+async def page_chunk_hashes(conn: asyncpg.Connection, page_id: str) -> list[str]:
+    return [r["content_hash"] for r in await conn.fetch(PAGE_CHUNK_HASHES, page_id)]

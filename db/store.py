@@ -1,0 +1,55 @@
+"""SyncStore: everything the sync engine may do to the knowledge base, one transaction per call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from db import pages
+from db.models import PageRecord, PageVersion, StoredChunk
+
+
+class SyncStore:
+    """The sync engine's only door to the database."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def upsert_space(
+        self, space_key: str, *, space_id: str | None = None, name: str | None = None, url: str | None = None
+    ) -> None:
+        async with self._pool.acquire() as conn:
+            await pages.upsert_space(conn, space_key, space_id=space_id, name=name, url=url)
+
+    async def mark_space_synced(self, space_key: str) -> None:
+        async with self._pool.acquire() as conn:
+            await pages.mark_space_synced(conn, space_key)
+
+    async def known_versions(self, space_key: str) -> dict[str, PageVersion]:
+        async with self._pool.acquire() as conn:
+            return await pages.known_versions(conn, space_key)
+
+    async def embeddings_for(self, hashes: Sequence[str]) -> dict[str, Any]:
+        async with self._pool.acquire() as conn:
+            return await pages.embeddings_by_hash(conn, hashes)
+
+    async def save_page(self, page: PageRecord, chunks: Sequence[StoredChunk]) -> None:
+        """Write the page row, its checksum and all its chunks together, or nothing at all."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await pages.upsert_page(conn, page)
+            await pages.replace_chunks(conn, page, chunks)
+
+    async def save_page_metadata(self, page: PageRecord) -> None:
+        """A new version whose visible text is unchanged: refresh the row, keep the chunks."""
+        async with self._pool.acquire() as conn:
+            await pages.upsert_page(conn, page)
+
+    async def delete_pages(self, page_ids: Sequence[str]) -> int:
+        async with self._pool.acquire() as conn:
+            return await pages.delete_pages(conn, page_ids)
+
+    async def page(self, page_id: str) -> PageRecord | None:
+        async with self._pool.acquire() as conn:
+            return await pages.page_by_id(conn, page_id)
