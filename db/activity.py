@@ -20,7 +20,7 @@ ON CONFLICT (query_id, user_id) DO UPDATE SET value = EXCLUDED.value, created_at
 """
 SPACE_COUNTS = """
 SELECT s.space_key, s.name, s.last_synced_at,
-       (SELECT count(*) FROM pages p WHERE p.space_key = s.space_key) AS pages,
+       (SELECT count(*) FROM pages p WHERE p.space_key = s.space_key AND p.status = 'current') AS pages,
        (SELECT count(*) FROM chunks c WHERE c.space_key = s.space_key) AS chunks
   FROM spaces s ORDER BY s.space_key
 """

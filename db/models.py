@@ -11,6 +11,7 @@ from typing import Any
 class PageVersion:
     version: int
     checksum: str
+    status: str = "current"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class PageRecord:
     labels: tuple[str, ...] = ()
     restricted: bool = False
     last_modified: datetime | None = None
+    # 'current', or 'restricted': a page with read restrictions kept as a row without chunks, so it isn't
+    # downloaded again until its version changes.
+    status: str = "current"
 
 
 @dataclass(frozen=True)

@@ -16,17 +16,17 @@ ON CONFLICT (space_key) DO UPDATE
 """
 MARK_SPACE_SYNCED = "UPDATE spaces SET last_synced_at = now() WHERE space_key = $1"
 
-KNOWN_VERSIONS = "SELECT page_id, version, checksum FROM pages WHERE space_key = $1"
+KNOWN_VERSIONS = "SELECT page_id, version, checksum, status FROM pages WHERE space_key = $1"
 
 UPSERT_PAGE = """
 INSERT INTO pages (page_id, space_key, title, url, version, ancestors, labels, restricted, checksum,
-                   last_modified, synced_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
+                   last_modified, status, synced_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
 ON CONFLICT (page_id) DO UPDATE
    SET space_key = EXCLUDED.space_key, title = EXCLUDED.title, url = EXCLUDED.url,
        version = EXCLUDED.version, ancestors = EXCLUDED.ancestors, labels = EXCLUDED.labels,
        restricted = EXCLUDED.restricted, checksum = EXCLUDED.checksum,
-       last_modified = EXCLUDED.last_modified, synced_at = now()
+       last_modified = EXCLUDED.last_modified, status = EXCLUDED.status, synced_at = now()
 """
 DELETE_PAGE_CHUNKS = "DELETE FROM chunks WHERE page_id = $1"
 # Title and headings weigh more than body text in keyword search.
@@ -45,7 +45,7 @@ SELECT DISTINCT ON (content_hash) content_hash, embedding
 """
 DELETE_PAGES = "DELETE FROM pages WHERE page_id = ANY($1::text[])"
 PAGE_BY_ID = """
-SELECT page_id, space_key, title, url, version, checksum, ancestors, labels, restricted, last_modified
+SELECT page_id, space_key, title, url, version, checksum, ancestors, labels, restricted, last_modified, status
   FROM pages WHERE page_id = $1
 """
 PAGE_CHUNK_HASHES = "SELECT content_hash FROM chunks WHERE page_id = $1 ORDER BY chunk_index"
@@ -63,7 +63,7 @@ async def mark_space_synced(conn: asyncpg.Connection, space_key: str) -> None:
 
 async def known_versions(conn: asyncpg.Connection, space_key: str) -> dict[str, PageVersion]:
     rows = await conn.fetch(KNOWN_VERSIONS, space_key)
-    return {r["page_id"]: PageVersion(r["version"], r["checksum"]) for r in rows}
+    return {r["page_id"]: PageVersion(r["version"], r["checksum"], r["status"]) for r in rows}
 
 
 async def embeddings_by_hash(conn: asyncpg.Connection, hashes: Sequence[str]) -> dict[str, Any]:
@@ -77,6 +77,7 @@ async def upsert_page(conn: asyncpg.Connection, page: PageRecord) -> None:
     await conn.execute(
         UPSERT_PAGE, page.page_id, page.space_key, page.title, page.url, page.version,
         list(page.ancestors), list(page.labels), page.restricted, page.checksum, page.last_modified,
+        page.status,
     )
 
 
@@ -109,6 +110,7 @@ async def page_by_id(conn: asyncpg.Connection, page_id: str) -> PageRecord | Non
         page_id=row["page_id"], space_key=row["space_key"], title=row["title"], url=row["url"],
         version=row["version"], checksum=row["checksum"], ancestors=tuple(row["ancestors"]),
         labels=tuple(row["labels"]), restricted=row["restricted"], last_modified=row["last_modified"],
+        status=row["status"],
     )
 
 

@@ -69,3 +69,63 @@ async def database(database_dsn: str, tmp_path: Path) -> AsyncIterator[Database]
     )
     yield db
     await db.close()
+
+
+# ---- emulators and the real service graph ---------------------------------------------------------------
+
+EMULATOR_EMBEDDING_MODEL = "emulator-embedding"
+
+
+@pytest.fixture
+async def confluence() -> AsyncIterator["ConfluenceEmulator"]:
+    from bot.demo.confluence_server import ConfluenceEmulator
+
+    async with ConfluenceEmulator(email="bot@example.com", api_token="confluence-secret-token") as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def openai_emulator() -> AsyncIterator["OpenAIEmulator"]:
+    from tests.emulators.openai import OpenAIEmulator
+
+    async with OpenAIEmulator(api_key="sk-test-secret-key", embedding_dimension=384) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def make_settings(database_dsn: str, tmp_path: Path, confluence, openai_emulator):  # type: ignore[no-untyped-def]
+    """Settings for the real service graph against the emulators; keyword overrides win."""
+    from bot.settings import load_settings
+
+    def build(**overrides: object):  # type: ignore[no-untyped-def]
+        values: dict[str, object] = {
+            "database_url": database_dsn,
+            "askdocs_data_dir": tmp_path / "data",
+            "confluence_base_url": confluence.base_url,
+            "confluence_email": "bot@example.com",
+            "confluence_api_token": "confluence-secret-token",
+            "confluence_spaces": ["ENG"],
+            "openai_api_key": "sk-test-secret-key",
+            "openai_base_url": openai_emulator.base_url,
+            "embedding_provider": "openai",
+            "embedding_model": EMULATOR_EMBEDDING_MODEL,
+            "llm_provider": "none",
+        }
+        values.update(overrides)
+        return load_settings(None, **values)
+
+    return build
+
+
+@pytest.fixture
+async def services(make_settings):  # type: ignore[no-untyped-def]
+    """The real service graph (extractive answers) against the emulators and a fresh database."""
+    from bot.services import build_services
+
+    async with build_services(make_settings()) as built:
+        yield built
+
+
+if False:  # pragma: no cover - names for type checkers only
+    from bot.demo.confluence_server import ConfluenceEmulator
+    from tests.emulators.openai import OpenAIEmulator

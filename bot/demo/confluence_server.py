@@ -1,0 +1,578 @@
+"""ConfluenceEmulator: an aiohttp server speaking Confluence's REST JSON, with editable state and faults.
+
+`askdocs demo` serves a sample space with it and the tests drive the real ConfluenceClient against it.
+Cloud paths live under `/wiki` (REST v2 listings with cursors in `_links.next` and `Link`, v1 content and
+CQL search with cursors), Data Center paths under `/rest/api` (v1, `start`/`limit`). Basic auth
+(email:token) guards Cloud paths, Bearer PAT guards Data Center paths. Every request is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote_plus, urlencode
+
+from aiohttp import web
+
+JSON = dict[str, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+V2_DEFAULT_LIMIT, V2_MAX_LIMIT = 25, 250
+V1_DEFAULT_LIMIT, V1_MAX_LIMIT, V1_MAX_LIMIT_WITH_BODY = 25, 100, 50
+_OWNER = {"type": "known", "accountId": "5b10ac8d82e05b22cc7d4ef5", "displayName": "Page Owner"}
+
+
+@dataclass
+class EmulatedSpace:
+    space_id: str
+    key: str
+    name: str
+
+
+@dataclass
+class EmulatedPage:
+    page_id: str
+    space_key: str
+    title: str
+    body: str
+    parent_id: str | None
+    labels: tuple[str, ...]
+    restricted: bool
+    version: int
+    created: datetime
+    modified: datetime
+    status: str = "current"
+    forbidden: bool = False
+
+
+@dataclass
+class _Fault:
+    kind: str  # "status" | "truncate" | "reset" | "slow"
+    remaining: int
+    path_contains: str | None
+    status: int = 500
+    retry_after: str | None = None
+    delay_s: float = 0.0
+
+
+@dataclass
+class _Query:
+    """A parsed CQL query: the few clauses askdocs sends."""
+
+    space: str | None = None
+    type: str | None = None
+    modified_from: datetime | None = None
+    ids: set[str] | None = field(default=None)
+
+
+def _iso(moment: datetime, *, cloud: bool) -> str:
+    """Confluence timestamps: milliseconds, `Z` on Cloud, a numeric offset on Data Center."""
+    text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z") if cloud else text
+
+
+def _id_key(page_id: str) -> tuple[int, str]:
+    return (int(page_id), page_id) if page_id.isdigit() else (1 << 62, page_id)
+
+
+def _encode_cursor(value: JSON) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> JSON:
+    """An opaque cursor back to its value; a cursor we never handed out is a 400, as on Cloud."""
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError):
+        value = None
+    if not isinstance(value, dict):
+        raise web.HTTPBadRequest(text='{"statusCode": 400, "message": "Invalid cursor"}',
+                                 content_type="application/json")
+    return value
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"statusCode": status, "message": message}, status=status, headers=headers)
+
+
+def _limit(request: web.Request, default: int, cap: int) -> int:
+    try:
+        return max(1, min(int(request.query.get("limit", default)), cap))
+    except ValueError:
+        return default
+
+
+class ConfluenceEmulator:
+    """A Confluence site in memory; edit its state, inject faults, read what was asked."""
+
+    def __init__(
+        self, *, email: str = "demo@example.com", api_token: str = "demo-token", pat: str | None = None
+    ) -> None:
+        self._cloud_auth = "Basic " + base64.b64encode(f"{email}:{api_token}".encode()).decode()
+        self._dc_auth = f"Bearer {pat}" if pat else None
+        self.spaces: dict[str, EmulatedSpace] = {}
+        self.pages: dict[str, EmulatedPage] = {}
+        self.requests: list[tuple[str, str, str]] = []  # (method, path, query string)
+        self.bodies_served = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.cql_timezone: tzinfo = UTC  # the zone CQL dates are read in (real servers: the user's)
+        self.base_url: str | None = None
+        self.v2_next_in_body = True  # False: the next cursor only in the `Link` header
+        self._faults: list[_Fault] = []
+        self._listing_fail_after: int | None = None
+        self._next_id = 65537
+        self._runner: web.AppRunner | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on host:port (0 picks a free port); returns the base URL (no `/wiki`)."""
+
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await self._middleware(request, handler)
+
+        app = web.Application(middlewares=[middleware])
+        for prefix in ("/wiki", ""):
+            app.router.add_get(prefix + "/rest/api/space/{key}", self._v1_space)
+            app.router.add_get(prefix + "/rest/api/content", self._v1_content_list)
+            app.router.add_get(prefix + "/rest/api/content/search", self._v1_search)
+            app.router.add_get(prefix + "/rest/api/content/{page_id}", self._v1_content)
+        app.router.add_get("/wiki/api/v2/spaces", self._v2_spaces)
+        app.router.add_get("/wiki/api/v2/spaces/{space_id}/pages", self._v2_space_pages)
+        app.router.add_get("/wiki/api/v2/pages", self._v2_pages)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = self._runner.addresses[0]
+        self.base_url = f"http://{host}:{bound[1]}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> ConfluenceEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # ---- state --------------------------------------------------------------------------------------
+
+    def add_space(self, key: str, name: str) -> EmulatedSpace:
+        space = EmulatedSpace(space_id=str(self._new_id()), key=key, name=name)
+        self.spaces[key] = space
+        return space
+
+    def add_page(
+        self,
+        space_key: str,
+        title: str,
+        body: str,
+        *,
+        parent_title: str | None = None,
+        labels: Iterable[str] = (),
+        restricted: bool = False,
+        page_id: str | None = None,
+        modified_at: datetime | None = None,
+    ) -> str:
+        """Create a current page (version 1); returns its id."""
+        if space_key not in self.spaces:
+            self.add_space(space_key, space_key)
+        parent_id = self.find(parent_title, space_key=space_key) if parent_title else None
+        new_id = page_id or str(self._new_id())
+        when = modified_at or datetime.now(UTC)
+        self.pages[new_id] = EmulatedPage(
+            new_id, space_key, title, body, parent_id, tuple(labels), restricted, 1, when, when
+        )
+        return new_id
+
+    def edit_page(
+        self, page_id: str, *, body: str | None = None, title: str | None = None,
+        modified_at: datetime | None = None,
+    ) -> int:
+        """Change body and/or title; bumps the version and last-modified time. Returns the new version."""
+        page = self.pages[page_id]
+        page.body = page.body if body is None else body
+        page.title = page.title if title is None else title
+        page.version += 1
+        page.modified = modified_at or datetime.now(UTC)
+        return page.version
+
+    def delete_page(self, page_id: str) -> None:
+        del self.pages[page_id]
+
+    def archive_page(self, page_id: str) -> None:
+        self.pages[page_id].status = "archived"
+
+    def move_page(self, page_id: str, to_space: str) -> None:
+        if to_space not in self.spaces:
+            self.add_space(to_space, to_space)
+        page = self.pages[page_id]
+        page.space_key, page.parent_id = to_space, None
+        page.version += 1
+        page.modified = datetime.now(UTC)
+
+    def forbid_page(self, page_id: str) -> None:
+        """Fetching this page answers 403 from now on (it still shows in listings)."""
+        self.pages[page_id].forbidden = True
+
+    def find(self, title: str, *, space_key: str | None = None) -> str:
+        """The id of the page with this title."""
+        for page in self.pages.values():
+            if page.title == title and (space_key is None or page.space_key == space_key):
+                return page.page_id
+        raise KeyError(title)
+
+    # ---- faults and records -------------------------------------------------------------------------
+
+    def fail_next(
+        self, n: int = 1, *, status: int = 500, retry_after: float | str | None = None,
+        path_contains: str | None = None,
+    ) -> None:
+        """The next n matching requests answer `status` (with Retry-After when given)."""
+        header = None if retry_after is None else str(retry_after)
+        self._faults.append(_Fault("status", n, path_contains, status=status, retry_after=header))
+
+    def truncate_next(self, n: int = 1, *, path_contains: str | None = None) -> None:
+        """The next n matching requests get 200 with only the first half of their JSON body."""
+        self._faults.append(_Fault("truncate", n, path_contains))
+
+    def reset_next(self, n: int = 1, *, path_contains: str | None = None) -> None:
+        """The next n matching requests see the connection closed halfway through the body."""
+        self._faults.append(_Fault("reset", n, path_contains))
+
+    def slow_next(self, delay_s: float, n: int = 1, *, path_contains: str | None = None) -> None:
+        """The next n matching requests are answered after `delay_s` seconds."""
+        self._faults.append(_Fault("slow", n, path_contains, delay_s=delay_s))
+
+    def fail_listing_after(self, pages: int | None) -> None:
+        """Listing requests starting at or past `pages` results answer 500 persistently (None: stop)."""
+        self._listing_fail_after = pages
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+        self._listing_fail_after = None
+
+    def reset_records(self) -> None:
+        """Forget recorded requests and counters (state and faults stay)."""
+        self.requests.clear()
+        self.bodies_served = 0
+        self.max_in_flight = self.in_flight
+
+    def count(self, path_contains: str = "") -> int:
+        """How many requests had `path_contains` in their path."""
+        return sum(1 for _, path, _ in self.requests if path_contains in path)
+
+    # ---- plumbing -----------------------------------------------------------------------------------
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _take_fault(self, request: web.Request) -> _Fault | None:
+        for fault in self._faults:
+            if fault.path_contains is None or fault.path_contains in request.path_qs:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def _authorized(self, request: web.Request) -> bool:
+        expected = self._cloud_auth if request.path.startswith("/wiki/") else self._dc_auth
+        return expected is not None and request.headers.get("Authorization") == expected
+
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests.append((request.method, request.path, request.query_string))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            fault = self._take_fault(request)
+            if fault is not None and fault.kind == "slow":
+                await asyncio.sleep(fault.delay_s)
+            if fault is not None and fault.kind == "status":
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+                if fault.status == 429 and not request.path.startswith("/wiki/"):
+                    headers.update({"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0",
+                                    "X-RateLimit-Interval-Seconds": "1", "X-RateLimit-FillRate": "2"})
+                return _error(fault.status, "Injected failure", headers)
+            if not self._authorized(request):
+                return _error(401, "Unauthorized", {"WWW-Authenticate": 'Basic realm="Confluence"'})
+            response = await handler(request)
+            broken = fault is not None and fault.kind in ("truncate", "reset")
+            if fault is not None and broken and isinstance(response, web.Response):
+                return await self._break(request, response, reset=fault.kind == "reset")
+            return response
+        finally:
+            self.in_flight -= 1
+
+    async def _break(
+        self, request: web.Request, response: web.Response, *, reset: bool
+    ) -> web.StreamResponse:
+        body = response.body if isinstance(response.body, bytes) else b""
+        half = body[: len(body) // 2]
+        if not reset:
+            return web.Response(body=half, status=response.status, content_type="application/json")
+        stream = web.StreamResponse(status=response.status, headers={"Content-Type": "application/json"})
+        stream.content_length = len(body)
+        await stream.prepare(request)
+        await stream.write(half)
+        if request.transport is not None:
+            request.transport.close()
+        return stream
+
+    def _base(self, request: web.Request) -> tuple[str, str]:
+        """(`_links.base`, `_links.context`) for this request's flavour."""
+        origin = f"{request.scheme}://{request.host}"
+        return (origin + "/wiki", "/wiki") if request.path.startswith("/wiki/") else (origin, "")
+
+    def _webui(self, page: EmulatedPage, *, cloud: bool) -> str:
+        title = quote_plus(page.title)
+        return f"/spaces/{page.space_key}/pages/{page.page_id}/{title}" if cloud else (
+            f"/display/{page.space_key}/{title}"
+        )
+
+    def _sorted(self, pages: Iterable[EmulatedPage]) -> list[EmulatedPage]:
+        return sorted(pages, key=lambda p: _id_key(p.page_id))
+
+    def _listing_fails(self, offset: int) -> bool:
+        return self._listing_fail_after is not None and offset >= self._listing_fail_after
+
+    # ---- REST v2 (Cloud) ----------------------------------------------------------------------------
+
+    def _v2_page(self, page: EmulatedPage, *, body: bool) -> JSON:
+        space = self.spaces[page.space_key]
+        item: JSON = {
+            "id": page.page_id, "status": page.status, "title": page.title, "spaceId": space.space_id,
+            "parentId": page.parent_id, "parentType": "page" if page.parent_id else None,
+            "position": 0, "authorId": _OWNER["accountId"], "ownerId": _OWNER["accountId"],
+            "createdAt": _iso(page.created, cloud=True),
+            "version": {"createdAt": _iso(page.modified, cloud=True), "message": "", "number": page.version,
+                        "minorEdit": False, "authorId": _OWNER["accountId"]},
+            "_links": {"webui": self._webui(page, cloud=True), "tinyui": f"/x/{page.page_id}"},
+        }
+        if body:
+            item["body"] = {"storage": {"representation": "storage", "value": page.body}}
+            self.bodies_served += 1
+        return item
+
+    def _v2_list(self, request: web.Request, pages: list[EmulatedPage], *, listing: bool) -> web.Response:
+        """One cursor page of `pages` (keyset on id), with `_links.next` and a `Link` header."""
+        limit = _limit(request, V2_DEFAULT_LIMIT, V2_MAX_LIMIT)
+        cursor = request.query.get("cursor")
+        after = str(_decode_cursor(cursor).get("after", "")) if cursor else None
+        ordered = self._sorted(pages)
+        offset = 0
+        if after is not None:
+            offset = sum(1 for p in ordered if _id_key(p.page_id) <= _id_key(after))
+            ordered = [p for p in ordered if _id_key(p.page_id) > _id_key(after)]
+        if listing and self._listing_fails(offset):
+            return _error(500, "Injected listing failure")
+        chunk = ordered[:limit]
+        with_body = request.query.get("body-format") == "storage"
+        base, _ = self._base(request)
+        data: JSON = {"results": [self._v2_page(p, body=with_body) for p in chunk], "_links": {"base": base}}
+        headers: dict[str, str] = {}
+        if len(ordered) > limit:
+            params = [(k, v) for k, v in request.query.items() if k != "cursor"]
+            params.append(("cursor", _encode_cursor({"after": chunk[-1].page_id})))
+            nxt = f"{request.path}?{urlencode(params)}"
+            if self.v2_next_in_body:
+                data["_links"]["next"] = nxt
+            headers["Link"] = f'<{nxt}>; rel="next", <{base}>; rel="base"'
+        return web.json_response(data, headers=headers)
+
+    def _statuses(self, request: web.Request, default: tuple[str, ...]) -> set[str]:
+        values = [s for v in request.query.getall("status", []) for s in v.split(",") if s]
+        return set(values or default)
+
+    async def _v2_spaces(self, request: web.Request) -> web.Response:
+        keys = {k for v in request.query.getall("keys", []) for k in v.split(",") if k}
+        found = [s for s in self.spaces.values() if not keys or s.key in keys]
+        base, _ = self._base(request)
+        results = [
+            {"id": s.space_id, "key": s.key, "name": s.name, "type": "global", "status": "current",
+             "authorId": _OWNER["accountId"], "homepageId": None, "description": None, "icon": None,
+             "_links": {"webui": f"/spaces/{s.key}"}}
+            for s in found
+        ]
+        return web.json_response({"results": results, "_links": {"base": base}})
+
+    async def _v2_space_pages(self, request: web.Request) -> web.Response:
+        space = next((s for s in self.spaces.values() if s.space_id == request.match_info["space_id"]), None)
+        if space is None:
+            return _error(404, "Space not found")
+        statuses = self._statuses(request, ("current",))
+        pages = [p for p in self.pages.values() if p.space_key == space.key and p.status in statuses]
+        return self._v2_list(request, pages, listing=True)
+
+    async def _v2_pages(self, request: web.Request) -> web.Response:
+        ids = {i for v in request.query.getall("id", []) for i in v.split(",") if i}
+        space_ids = {i for v in request.query.getall("space-id", []) for i in v.split(",") if i}
+        statuses = self._statuses(request, ("current", "archived"))
+        pages = [
+            p for p in self.pages.values()
+            if p.status in statuses and (not ids or p.page_id in ids)
+            and (not space_ids or self.spaces[p.space_key].space_id in space_ids)
+        ]
+        return self._v2_list(request, pages, listing=False)
+
+    # ---- REST v1 (Cloud under /wiki, Data Center) ---------------------------------------------------
+
+    def _v1_page(self, request: web.Request, page: EmulatedPage, expand: set[str]) -> JSON:
+        cloud = request.path.startswith("/wiki/")
+        base, context = self._base(request)
+        item: JSON = {
+            "id": page.page_id, "type": "page", "status": page.status, "title": page.title,
+            "_links": {"webui": self._webui(page, cloud=cloud), "tinyui": f"/x/{page.page_id}",
+                       "self": f"{base}/rest/api/content/{page.page_id}"},
+        }
+        version = {"by": {"displayName": _OWNER["displayName"]}, "when": _iso(page.modified, cloud=cloud),
+                   "number": page.version, "minorEdit": False, "message": ""}
+        if "version" in expand:
+            item["version"] = version
+        if "history.lastUpdated" in expand or "history" in expand:
+            item["history"] = {"latest": True, "createdDate": _iso(page.created, cloud=cloud),
+                               "lastUpdated": version}
+        if "space" in expand:
+            space = self.spaces[page.space_key]
+            item["space"] = {"id": int(space.space_id), "key": space.key, "name": space.name,
+                             "type": "global", "status": "current"}
+        if "ancestors" in expand:
+            chain: list[EmulatedPage] = []
+            parent = self.pages.get(page.parent_id or "")
+            while parent is not None and parent not in chain:
+                chain.insert(0, parent)
+                parent = self.pages.get(parent.parent_id or "")
+            item["ancestors"] = [{"id": a.page_id, "type": "page", "status": a.status, "title": a.title}
+                                 for a in chain]
+        if "metadata.labels" in expand:
+            labels = [{"prefix": "global", "name": n, "id": str(i + 1), "label": n}
+                      for i, n in enumerate(page.labels)]
+            item["metadata"] = {"labels": {"results": labels, "start": 0, "limit": 200, "size": len(labels)}}
+        if any(e.startswith("restrictions.read") for e in expand):
+            users = [_OWNER] if page.restricted else []
+            item["restrictions"] = {"read": {"operation": "read", "restrictions": {
+                "user": {"results": users, "start": 0, "limit": 200, "size": len(users)},
+                "group": {"results": [], "start": 0, "limit": 200, "size": 0}}}}
+        if "body.storage" in expand:
+            item["body"] = {"storage": {"value": page.body, "representation": "storage"}}
+            self.bodies_served += 1
+        if request.match_info.get("page_id"):
+            item["_links"].update({"base": base, "context": context})
+        return item
+
+    def _v1_list(self, request: web.Request, pages: list[EmulatedPage], *, listing: bool) -> web.Response:
+        """One `start`/`limit` page (Cloud search also hands out a cursor) with `_links.next`."""
+        expand = {e for e in request.query.get("expand", "").split(",") if e}
+        cap = V1_MAX_LIMIT_WITH_BODY if "body.storage" in expand else V1_MAX_LIMIT
+        limit = _limit(request, V1_DEFAULT_LIMIT, cap)
+        cursor = request.query.get("cursor")
+        try:
+            start = int(_decode_cursor(cursor).get("start", 0) if cursor else request.query.get("start", 0))
+        except ValueError:
+            return _error(400, "start must be a number")
+        if listing and self._listing_fails(start):
+            return _error(500, "Injected listing failure")
+        ordered = self._sorted(pages)
+        chunk = ordered[start : start + limit]
+        base, context = self._base(request)
+        links: JSON = {"base": base, "context": context, "self": base + request.path_qs.removeprefix(context)}
+        if start + limit < len(ordered):
+            params = [(k, v) for k, v in request.query.items() if k not in ("start", "cursor", "next")]
+            if "cursor" in request.query or (context and request.path.endswith("/search")):
+                params = [("next", "true"), ("cursor", _encode_cursor({"start": start + limit})), *params]
+            params.append(("start", str(start + limit)))
+            links["next"] = request.path.removeprefix(context) + "?" + urlencode(params)
+        results = [self._v1_page(request, p, expand) for p in chunk]
+        return web.json_response(
+            {"results": results, "start": start, "limit": limit, "size": len(results), "_links": links}
+        )
+
+    async def _v1_space(self, request: web.Request) -> web.Response:
+        space = self.spaces.get(request.match_info["key"])
+        if space is None:
+            return _error(404, f"No space with key : {request.match_info['key']}")
+        base, context = self._base(request)
+        webui = f"/spaces/{space.key}" if context else f"/display/{space.key}"
+        return web.json_response({"id": int(space.space_id), "key": space.key, "name": space.name,
+                                  "type": "global", "status": "current",
+                                  "_links": {"webui": webui, "base": base, "context": context}})
+
+    async def _v1_content_list(self, request: web.Request) -> web.Response:
+        key = request.query.get("spaceKey")
+        statuses = self._statuses(request, ("current",))
+        pages = [p for p in self.pages.values()
+                 if (key is None or p.space_key == key) and p.status in statuses
+                 and request.query.get("type", "page") == "page"]
+        return self._v1_list(request, pages, listing=key is not None)
+
+    async def _v1_content(self, request: web.Request) -> web.Response:
+        page = self.pages.get(request.match_info["page_id"])
+        if page is None:
+            return _error(404, f"No content found with id: ContentId{{id={request.match_info['page_id']}}}")
+        if page.forbidden:
+            return _error(403, "User not permitted to view content")
+        expand = {e for e in request.query.get("expand", "").split(",") if e}
+        return web.json_response(self._v1_page(request, page, expand))
+
+    async def _v1_search(self, request: web.Request) -> web.Response:
+        try:
+            query = self._parse_cql(request.query.get("cql", ""))
+        except ValueError as err:
+            return _error(400, f"Could not parse cql : {err}")
+        pages = [
+            p for p in self.pages.values()
+            if p.status == "current"
+            and (query.space is None or p.space_key == query.space)
+            and (query.type in (None, "page"))
+            and (query.modified_from is None or p.modified >= query.modified_from)
+            and (query.ids is None or p.page_id in query.ids)
+        ]
+        return self._v1_list(request, pages, listing=False)
+
+    def _parse_cql(self, cql: str) -> _Query:
+        """The CQL subset askdocs uses: space, type, lastmodified >=/>, id in (...), id = n, joined by AND."""
+        text = re.split(r"\s+order\s+by\s+", cql.strip(), flags=re.IGNORECASE)[0]
+        if not text:
+            raise ValueError("empty query")
+        query = _Query()
+        for clause in re.split(r"\s+and\s+", text, flags=re.IGNORECASE):
+            clause = clause.strip()
+            if m := re.fullmatch(r'space\s*=\s*"?([^"\s]+)"?', clause, re.IGNORECASE):
+                query.space = m.group(1)
+            elif m := re.fullmatch(r'type\s*=\s*"?(\w+)"?', clause, re.IGNORECASE):
+                query.type = m.group(1).lower()
+            elif m := re.fullmatch(r'lastmodified\s*(>=|>)\s*"([^"]+)"', clause, re.IGNORECASE):
+                query.modified_from = self._cql_date(m.group(2))
+            elif m := re.fullmatch(r"id\s+in\s*\(([^)]*)\)", clause, re.IGNORECASE):
+                query.ids = {i.strip().strip('"') for i in m.group(1).split(",") if i.strip()}
+            elif m := re.fullmatch(r'id\s*=\s*"?(\d+)"?', clause, re.IGNORECASE):
+                query.ids = {m.group(1)}
+            else:
+                raise ValueError(clause)
+        return query
+
+    def _cql_date(self, value: str) -> datetime:
+        for fmt in ("%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M", "%Y-%m-%d", "%Y/%m/%d"):
+            try:
+                return datetime.strptime(value, fmt).replace(tzinfo=self.cql_timezone)
+            except ValueError:
+                continue
+        raise ValueError(f"bad date {value!r}")

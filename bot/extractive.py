@@ -1,0 +1,99 @@
+"""Pure extractive answering: the page sentences that best match the question, each cited. No invented text."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.ranking import question_terms
+from db.models import SearchHit
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+_WORD = re.compile(r"[\w][\w'-]*", re.UNICODE)
+MAX_SENTENCE_CHARS = 400
+
+
+@dataclass(frozen=True)
+class Quote:
+    text: str
+    source: int  # 1-based index into the hits
+    score: float
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences and list items of a chunk; a fenced code block stays whole."""
+    pieces: list[str] = []
+    in_code = False
+    code: list[str] = []
+    for line in text.splitlines():
+        if line.strip().startswith("```"):
+            code.append(line)
+            if in_code:
+                pieces.append("\n".join(code))
+                code = []
+            in_code = not in_code
+            continue
+        if in_code:
+            code.append(line)
+            continue
+        line = line.strip()
+        if line:
+            pieces.extend(s.strip() for s in _SENTENCE_END.split(line) if s.strip())
+    if code:
+        pieces.append("\n".join(code))
+    return pieces
+
+
+def _stem(word: str) -> str:
+    return word[:6] if len(word) > 6 else word
+
+
+def score_sentence(sentence: str, terms: set[str]) -> float:
+    words = {_stem(w.lower()) for w in _WORD.findall(sentence)}
+    hits = sum(1 for t in terms if t in words)
+    if hits == 0:
+        return 0.0
+    # Prefer sentences dense in question words; very short fragments ("Note:") carry little.
+    length_penalty = 1.0 if len(sentence) > 40 else 0.6
+    return hits * length_penalty
+
+
+def pick_quotes(question: str, hits: Sequence[SearchHit], *, max_quotes: int = 3) -> list[Quote]:
+    """The best sentences from the top chunks, earlier (better-ranked) chunks winning ties."""
+    terms = {_stem(t) for t in question_terms(question)}
+    candidates: list[Quote] = []
+    for index, hit in enumerate(hits[:4], start=1):
+        rank_bonus = 0.3 / index
+        for sentence in split_sentences(hit.content):
+            if len(sentence) > MAX_SENTENCE_CHARS and not sentence.startswith("```"):
+                sentence = sentence[: MAX_SENTENCE_CHARS - 1].rsplit(" ", 1)[0] + "…"
+            score = score_sentence(sentence, terms)
+            if score > 0:
+                candidates.append(Quote(sentence, index, score + rank_bonus))
+    candidates.sort(key=lambda q: (-q.score, q.source))
+    chosen: list[Quote] = []
+    for quote in candidates:
+        if all(quote.text != c.text for c in chosen):
+            chosen.append(quote)
+        if len(chosen) == max_quotes:
+            break
+    if not chosen and hits:
+        first = split_sentences(hits[0].content)
+        if first:
+            chosen.append(Quote(first[0][:MAX_SENTENCE_CHARS], 1, 0.0))
+    return chosen
+
+
+def extractive_answer(question: str, hits: Sequence[SearchHit]) -> str:
+    """An answer made only of quoted page text, each quote followed by its `[n]`."""
+    quotes = pick_quotes(question, hits)
+    if not quotes:
+        return ""
+    lines = ["Here is what Confluence says:"]
+    for quote in quotes:
+        if quote.text.startswith("```"):
+            lines.append(f"{quote.text}\n[{quote.source}]")
+        else:
+            lines.append(f"• {quote.text} [{quote.source}]")
+    return "\n".join(lines)

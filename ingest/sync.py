@@ -1,0 +1,242 @@
+"""sync_space(): list → diff → fetch what changed → convert → chunk → reuse or embed → save → prune.
+
+Change detection costs one cheap listing (ids + version numbers, no bodies). Bodies are fetched only for new
+pages and new versions; a new version whose visible text is unchanged (same checksum) re-embeds nothing; within
+a changed page, chunks whose text is unchanged reuse their stored embedding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from db.models import PageRecord, PageVersion, StoredChunk
+from ingest.chunker import chunk_sections
+from ingest.embedders import Embedder
+from ingest.errors import ConfluenceError, ListingIncomplete, PageForbidden
+from ingest.models import Chunk, Page, PageFailure, PageRef, Space, SyncReport
+from ingest.storage_format import content_checksum, to_sections
+
+logger = logging.getLogger(__name__)
+
+
+class PageSource(Protocol):
+    """What sync needs from Confluence (ConfluenceClient satisfies it)."""
+
+    async def get_space(self, key: str) -> Space: ...
+    async def list_pages(self, space_key: str) -> list[PageRef]: ...
+    async def fetch_page(self, page_id: str) -> Page: ...
+
+
+class PageStore(Protocol):
+    """What sync needs from the database (db.store.SyncStore satisfies it)."""
+
+    async def upsert_space(
+        self, space_key: str, *, space_id: str | None = None, name: str | None = None, url: str | None = None
+    ) -> None: ...
+    async def mark_space_synced(self, space_key: str) -> None: ...
+    async def known_versions(self, space_key: str) -> dict[str, PageVersion]: ...
+    async def embeddings_for(self, hashes: Sequence[str]) -> dict[str, Any]: ...
+    async def save_page(self, page: PageRecord, chunks: Sequence[StoredChunk]) -> None: ...
+    async def save_page_metadata(self, page: PageRecord) -> None: ...
+    async def delete_pages(self, page_ids: Sequence[str]) -> int: ...
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    force: bool = False
+    include_restricted: bool = False
+    max_delete_fraction: float = 0.5
+    overlap_tokens: int = 32
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class Progress:
+    space_key: str
+    done: int
+    total: int
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None]]
+FailureCallback = Callable[[str, PageFailure], Awaitable[None]]
+
+
+def page_checksum(page: Page, text_checksum: str) -> str:
+    """Checksum of what a reader sees: title, breadcrumb and normalised text (not markup, not version)."""
+    return hashlib.sha256(f"{page.title}\n{page.breadcrumb}\n{text_checksum}".encode()).hexdigest()
+
+
+def page_record(page: Page, checksum: str, *, status: str = "current") -> PageRecord:
+    return PageRecord(
+        page_id=page.page_id, space_key=page.space_key, title=page.title, url=page.url,
+        version=page.version, checksum=checksum, ancestors=page.ancestors, labels=page.labels,
+        restricted=page.restricted, last_modified=page.last_modified, status=status,
+    )
+
+
+def pages_to_fetch(
+    refs: Sequence[PageRef], known: dict[str, PageVersion], *, force: bool, include_restricted: bool = False
+) -> list[PageRef]:
+    """New pages, new versions, pages whose last save was cleared (checksum ''), and pages skipped as
+    restricted once restricted pages are wanted."""
+    if force:
+        return list(refs)
+    return [
+        ref for ref in refs
+        if ref.page_id not in known
+        or known[ref.page_id].version != ref.version
+        or not known[ref.page_id].checksum
+        or (include_restricted and known[ref.page_id].status == "restricted")
+    ]
+
+
+def deletion_allowed(missing: int, known: int, *, max_fraction: float, force: bool) -> bool:
+    """The mass-deletion guard: a listing that suddenly lacks most of a space is more likely wrong than true."""
+    return force or known == 0 or missing <= max_fraction * known
+
+
+async def embed_chunks(
+    chunks: Sequence[Chunk], *, store: PageStore, embedder: Embedder, reuse: bool, report: SyncReport
+) -> list[StoredChunk]:
+    """Embeddings for a page's chunks: stored ones for unchanged text, fresh ones for the rest."""
+    stored = await store.embeddings_for([c.content_hash for c in chunks]) if reuse else {}
+    missing = [c for c in chunks if c.content_hash not in stored]
+    if missing:
+        vectors = await embedder.embed([c.embed_text for c in missing])
+        stored = {**stored, **{c.content_hash: v for c, v in zip(missing, vectors, strict=True)}}
+        report.chunks_embedded += len(missing)
+        report.embedding_tokens += sum(c.token_count for c in missing)
+    report.chunks_reused += len(chunks) - len(missing)
+    return [
+        StoredChunk(
+            chunk_index=c.index, heading_path=c.heading_path, content=c.content,
+            content_hash=c.content_hash, token_count=c.token_count, embedding=stored[c.content_hash],
+        )
+        for c in chunks
+    ]
+
+
+async def index_page(
+    page: Page, *, known: PageVersion | None, store: PageStore, embedder: Embedder, options: SyncOptions,
+    report: SyncReport,
+) -> str:
+    """Convert, chunk, embed and save one fetched page; returns what happened (added/updated/unchanged)."""
+    sections = to_sections(page.body, title=page.title)
+    checksum = page_checksum(page, content_checksum(sections))
+    record = page_record(page, checksum)
+    if known is not None and known.checksum == checksum and not options.force:
+        await store.save_page_metadata(record)
+        return "unchanged"
+    chunks = chunk_sections(
+        sections, title=page.title, breadcrumb=page.breadcrumb, tokenizer=embedder.tokenizer,
+        max_tokens=embedder.max_input_tokens, overlap_tokens=options.overlap_tokens,
+    )
+    stored = await embed_chunks(chunks, store=store, embedder=embedder, reuse=not options.force, report=report)
+    await store.save_page(record, stored)
+    return "added" if known is None else "updated"
+
+
+def _short_error(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+async def sync_space(
+    space_key: str,
+    *,
+    source: PageSource,
+    store: PageStore,
+    embedder: Embedder,
+    report: SyncReport,
+    options: SyncOptions = SyncOptions(),
+    progress: ProgressCallback | None = None,
+    on_failure: FailureCallback | None = None,
+) -> None:
+    """Bring one space's pages in the knowledge base in line with Confluence.
+
+    Raises ListingIncomplete (after saving nothing and deleting nothing) when the space can't be listed.
+    """
+    space = await source.get_space(space_key)
+    await store.upsert_space(space.key, space_id=space.space_id, name=space.name, url=space.url)
+    refs = await source.list_pages(space.key)  # ListingIncomplete propagates: nothing is deleted
+    known = await store.known_versions(space.key)
+    report.pages_seen += len(refs)
+    todo = pages_to_fetch(refs, known, force=options.force, include_restricted=options.include_restricted)
+    report.pages_unchanged += len(refs) - len(todo)
+    listed = {ref.page_id for ref in refs}
+    leaving: set[str] = set()
+    done = 0
+    semaphore = asyncio.Semaphore(options.concurrency)
+
+    async def fail(ref: PageRef, url: str, error: BaseException) -> None:
+        report.pages_failed += 1
+        failure = PageFailure(page_id=ref.page_id, title=ref.title, url=url, error=_short_error(error))
+        report.failures.append(failure)
+        logger.warning("page %s (%s) failed: %s", ref.page_id, ref.title, failure.error)
+        if on_failure is not None:
+            await on_failure(space.key, failure)
+
+    async def one(ref: PageRef) -> None:
+        nonlocal done
+        async with semaphore:
+            try:
+                page = await source.fetch_page(ref.page_id)
+                report.bodies_fetched += 1
+                if page.restricted and not options.include_restricted:
+                    # Kept as a row without chunks: never searchable, not downloaded again until edited.
+                    report.pages_skipped += 1
+                    await store.save_page(page_record(page, "restricted", status="restricted"), [])
+                else:
+                    outcome = await index_page(
+                        page, known=known.get(ref.page_id), store=store, embedder=embedder,
+                        options=options, report=report,
+                    )
+                    if outcome == "added":
+                        report.pages_added += 1
+                    elif outcome == "updated":
+                        report.pages_updated += 1
+                    else:
+                        report.pages_unchanged += 1
+            except PageForbidden:
+                # The sync user can't read it, so neither should anyone asking through the bot.
+                report.pages_skipped += 1
+                leaving.add(ref.page_id)
+            except ConfluenceError as error:
+                if error.status != 404:
+                    await fail(ref, "", error)
+                else:
+                    # Deleted since the listing, or restricted (Cloud answers 404 for pages you can't see).
+                    report.pages_skipped += 1
+                    leaving.add(ref.page_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # one bad page never stops the others
+                await fail(ref, "", error)
+            done += 1
+            if progress is not None:
+                await progress(Progress(space.key, done, len(todo)))
+
+    await asyncio.gather(*(one(ref) for ref in todo))
+
+    gone = {page_id for page_id in known if page_id not in listed}
+    if deletion_allowed(len(gone), len(known), max_fraction=options.max_delete_fraction, force=options.force):
+        leaving |= gone
+    else:
+        message = (
+            f"{space.key}: {len(gone)} of {len(known)} pages are no longer listed; not deleting them "
+            f"(more than {options.max_delete_fraction:.0%} of the space). Run with --force if this is right."
+        )
+        logger.warning(message)
+        report.warnings.append(message)
+    report.pages_deleted += await store.delete_pages(sorted(p for p in leaving if p in known))
+    await store.mark_space_synced(space.key)
+
+
+__all__ = [
+    "ListingIncomplete", "PageSource", "PageStore", "Progress", "SyncOptions", "index_page", "sync_space",
+]
