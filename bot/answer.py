@@ -119,14 +119,26 @@ def distinct_pages(hits: Sequence[SearchHit], *, limit: int = 3) -> list[Source]
 
 
 def cite(text: str, hits: Sequence[SearchHit]) -> tuple[str, list[Source]]:
-    """Keep the sources the text cites, renumbered by first citation.
+    """Keep the pages the text cites, one number per page, numbered by first citation.
 
-    An answer that cites nothing valid keeps its top pages as sources: an answer never goes out unsourced.
+    Two chunks of one page share a number. An answer that cites nothing valid keeps its top pages as
+    sources: an answer never goes out unsourced.
     """
-    renumbered, order = prompts.renumber_citations(text, len(hits))
-    if not order:
+    page_numbers: dict[str, int] = {}
+    first_hits: list[SearchHit] = []
+    mapping: dict[int, int] = {}
+    for old in prompts.cited_numbers(text):
+        if not 1 <= old <= len(hits):
+            continue
+        hit = hits[old - 1]
+        if hit.page_id not in page_numbers:
+            page_numbers[hit.page_id] = len(page_numbers) + 1
+            first_hits.append(hit)
+        mapping[old] = page_numbers[hit.page_id]
+    renumbered = prompts.remap_citations(text, mapping)
+    if not mapping:
         return renumbered, distinct_pages(hits)
-    return renumbered, [_source(new, hits[old - 1]) for new, old in enumerate(order, start=1)]
+    return renumbered, [_source(n, hit) for n, hit in enumerate(first_hits, start=1)]
 
 
 class AnswerEngine:

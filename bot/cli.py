@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     from bot.logs import configure_logging
 
-    level = settings.log_level or ("INFO" if args.command in ("run", "demo") else "WARNING")
+    level = settings.log_level or ("INFO" if args.command == "run" else "WARNING")
     configure_logging(level=level, fmt=settings.log_format, secrets=settings.secrets())
     command = _commands()[args.command]
     try:

@@ -49,6 +49,10 @@ def _stem(word: str) -> str:
     return word[:6] if len(word) > 6 else word
 
 
+def _is_prose(sentence: str) -> bool:
+    return len(sentence) > 40 and not sentence.startswith(("-", "•", "```", "[", "|")) and " " in sentence
+
+
 def score_sentence(sentence: str, terms: set[str]) -> float:
     words = {_stem(w.lower()) for w in _WORD.findall(sentence)}
     hits = sum(1 for t in terms if t in words)
@@ -65,10 +69,16 @@ def pick_quotes(question: str, hits: Sequence[SearchHit], *, max_quotes: int = 3
     candidates: list[Quote] = []
     for index, hit in enumerate(hits[:4], start=1):
         rank_bonus = 0.3 / index
-        for sentence in split_sentences(hit.content):
+        # The first sentence under a heading that names what was asked about is usually its definition
+        # ("work_mem (integer)" → "Sets the base maximum amount of memory…").
+        heading = hit.heading_path[-1] if hit.heading_path else hit.title
+        heading_bonus = 1.0 if score_sentence(heading, terms) > 0 else 0.0
+        for position, sentence in enumerate(split_sentences(hit.content)):
             if len(sentence) > MAX_SENTENCE_CHARS and not sentence.startswith("```"):
                 sentence = sentence[: MAX_SENTENCE_CHARS - 1].rsplit(" ", 1)[0] + "…"
             score = score_sentence(sentence, terms)
+            if position == 0 and heading_bonus and _is_prose(sentence):
+                score = max(score, 1.0) + heading_bonus
             if score > 0:
                 candidates.append(Quote(sentence, index, score + rank_bonus))
     candidates.sort(key=lambda q: (-q.score, q.source))

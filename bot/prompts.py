@@ -76,6 +76,20 @@ def cited_numbers(answer: str) -> list[int]:
     return list(seen)
 
 
+_SPACED_CITATION = re.compile(r"(\s*)\[(\d{1,2})\]")
+_REPEATED_CITATION = re.compile(r"(\[\d{1,2}\])(?:\s*\1)+")
+
+
+def remap_citations(answer: str, mapping: dict[int, int]) -> str:
+    """Rewrite `[old]` as `[mapping[old]]`, drop citations not in the mapping, fold `[1][1]` into `[1]`."""
+
+    def replace(match: re.Match[str]) -> str:
+        new = mapping.get(int(match.group(2)))
+        return f"{match.group(1)}[{new}]" if new is not None else ""
+
+    return _REPEATED_CITATION.sub(r"\1", _SPACED_CITATION.sub(replace, answer)).strip()
+
+
 def renumber_citations(answer: str, available: int) -> tuple[str, list[int]]:
     """Renumber `[n]` by first citation; drop citations to sources that don't exist.
 
@@ -83,12 +97,7 @@ def renumber_citations(answer: str, available: int) -> tuple[str, list[int]]:
     """
     order = [n for n in cited_numbers(answer) if 1 <= n <= available]
     mapping = {old: new for new, old in enumerate(order, start=1)}
-
-    def replace(match: re.Match[str]) -> str:
-        new = mapping.get(int(match.group(1)))
-        return f"[{new}]" if new is not None else ""
-
-    return _CITATION.sub(replace, answer).strip(), order
+    return remap_citations(answer, mapping), order
 
 
 def is_refusal(answer: str) -> bool:
