@@ -104,6 +104,15 @@ async def ask_once(settings: Settings, question: str, spaces: list[str], *, as_j
         except QuestionError as error:
             print(f"askdocs ask: {error}", file=sys.stderr)
             return EXIT_CONFIG
+        if services.freshness is not None:
+            reviewed = await services.freshness.review(answer)
+            answer = reviewed.answer
+            if reviewed.refresh is not None:
+                # A cited page changed since it was indexed: re-index it and answer again.
+                await reviewed.refresh
+                answer = await services.engine.answer(
+                    question, spaces=spaces or None, context=AskContext(surface="cli")
+                )
     if as_json:
         print(json.dumps(answer.to_json(), indent=2, ensure_ascii=False))
     else:

@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 from bot.answer import AnswerEngine
+from bot.freshness import FreshnessChecker
 from bot.llm import ChatModel, OpenAIChat
 from bot.metrics import Metrics
 from bot.ranking import EvidencePolicy
@@ -41,6 +42,7 @@ class Services:
     engine: AnswerEngine
     sync: SyncRunner
     metrics: Metrics
+    freshness: FreshnessChecker | None = None
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -122,7 +124,10 @@ async def build_services(settings: Settings, *, embedder: Embedder | None = None
             metrics.inc(f"askdocs_sync_{name}_total", getattr(outcome.report, name))
 
     runner.on_finished(count_run)
-    services = Services(settings, database, embedder, chat, engine, runner, metrics)
+    freshness = None
+    if settings.confluence_configured:
+        freshness = FreshnessChecker(source_factory=lambda: confluence_factory(settings), runner=runner)
+    services = Services(settings, database, embedder, chat, engine, runner, metrics, freshness)
     try:
         yield services
     finally:

@@ -18,12 +18,12 @@ from typing import Any
 import asyncpg
 
 from db import runs
-from db.models import SyncRun
+from db.models import PageVersion, SyncRun
 from db.store import SyncStore
 from ingest.embedders import Embedder
 from ingest.errors import ListingIncomplete
 from ingest.models import PageFailure, SyncReport
-from ingest.sync import PageSource, Progress, SyncOptions, sync_space
+from ingest.sync import PageSource, Progress, SyncOptions, index_page, sync_space
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,37 @@ class SyncRunner:
         if isinstance(started, AlreadyRunning):
             return started
         return await started.wait()
+
+    async def refresh_pages(self, page_ids: Sequence[str]) -> list[str]:
+        """Re-fetch and re-index a few pages now (answer-time freshness); returns the ids re-indexed.
+
+        Each page is one transaction, so this can run beside a full sync without a lock.
+        """
+        done: list[str] = []
+        report = SyncReport()
+        async with self._source_factory() as source:
+            for page_id in page_ids:
+                try:
+                    page = await source.fetch_page(page_id)
+                    if page.restricted and not self._options.include_restricted:
+                        await self._store.delete_pages([page_id])
+                        continue
+                    known = await self._store.page(page_id)
+                    await index_page(
+                        page, known=PageVersion(known.version, known.checksum) if known else None,
+                        store=self._store, embedder=self._embedder, options=self._options, report=report,
+                    )
+                    done.append(page_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    logger.warning("refreshing page %s failed: %s", page_id, error)
+        logger.info("refreshed %d page(s): %s", len(done), ", ".join(done))
+        return done
+
+    async def forget_pages(self, page_ids: Sequence[str]) -> int:
+        """Remove pages Confluence no longer has from the index."""
+        return await self._store.delete_pages(page_ids)
 
     async def wait_idle(self) -> None:
         """Let runs in flight finish (used on shutdown after new work stops)."""
