@@ -18,7 +18,14 @@ from bot import prompts
 from bot.extractive import extractive_answer
 from bot.llm import ChatModel, ChatModelError
 from bot.prompts import Turn
-from bot.ranking import EvidencePolicy, RankingPolicy, has_enough_evidence, keyword_query, rank, top_similarity
+from bot.ranking import (
+    EvidencePolicy,
+    RankingPolicy,
+    has_enough_evidence,
+    keyword_query,
+    rank,
+    top_similarity,
+)
 from db import activity, search
 from db.activity import QueryLogEntry
 from db.models import SearchHit

@@ -77,7 +77,7 @@ EMULATOR_EMBEDDING_MODEL = "emulator-embedding"
 
 
 @pytest.fixture
-async def confluence() -> AsyncIterator["ConfluenceEmulator"]:
+async def confluence() -> AsyncIterator[ConfluenceEmulator]:
     from bot.demo.confluence_server import ConfluenceEmulator
 
     async with ConfluenceEmulator(email="bot@example.com", api_token="confluence-secret-token") as emulator:
@@ -85,7 +85,7 @@ async def confluence() -> AsyncIterator["ConfluenceEmulator"]:
 
 
 @pytest.fixture
-async def openai_emulator() -> AsyncIterator["OpenAIEmulator"]:
+async def openai_emulator() -> AsyncIterator[OpenAIEmulator]:
     from tests.emulators.openai import OpenAIEmulator
 
     async with OpenAIEmulator(api_key="sk-test-secret-key", embedding_dimension=384) as emulator:
