@@ -115,7 +115,7 @@ def _source(n: int, hit: SearchHit) -> Source:
 def distinct_pages(hits: Sequence[SearchHit], *, limit: int = 3) -> list[Source]:
     """The best hit of each page, numbered 1.., for 'closest pages' lists."""
     seen: set[str] = set()
-    sources = []
+    sources: list[Source] = []
     for hit in hits:
         if hit.page_id not in seen:
             seen.add(hit.page_id)
@@ -206,6 +206,7 @@ class AnswerEngine:
         best = top_similarity(hits)
         note: str | None = None
         mode = self.mode
+        sources: list[Source]
         if not has_enough_evidence(standalone, hits, self._evidence):
             answer_text, sources, refused = prompts.REFUSAL, [], True
         elif self._chat is not None:

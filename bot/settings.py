@@ -6,7 +6,7 @@ Every other module receives plain values from here; secrets stay `SecretStr` unt
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -152,7 +152,7 @@ def _describe(error: ValidationError) -> str:
     return f"configuration error: {message}"
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
     """Read settings, turning pydantic's report into one line that names the variable."""
     try:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]

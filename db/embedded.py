@@ -55,7 +55,7 @@ def _get_server(pgdata: Path) -> Any:
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         import pgserver  # imported here: importing it locates binaries on disk
 
-        return pgserver.get_server(pgdata, cleanup_mode="stop")
+        return pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
 
 
 def _ensure_database(server: Any, name: str) -> str:
