@@ -20,6 +20,7 @@ from ingest.embedders import Embedder
 from ingest.errors import ConfluenceError, ListingIncomplete, PageForbidden
 from ingest.models import Chunk, Page, PageFailure, PageRef, Space, SyncReport
 from ingest.storage_format import content_checksum, to_sections
+from ingest.tokens import CharacterBoundTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,8 @@ async def index_page(
         await store.save_page_metadata(record)
         return "unchanged"
     chunks = chunk_sections(
-        sections, title=page.title, breadcrumb=page.breadcrumb, tokenizer=embedder.tokenizer,
+        sections, title=page.title, breadcrumb=page.breadcrumb,
+        tokenizer=CharacterBoundTokenizer(embedder.tokenizer),
         max_tokens=embedder.max_input_tokens, overlap_tokens=options.overlap_tokens,
     )
     stored = await embed_chunks(chunks, store=store, embedder=embedder, reuse=not options.force, report=report)

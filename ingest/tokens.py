@@ -47,3 +47,25 @@ class TiktokenTokenizer:
         if self._encoding is None:
             self._encoding = tiktoken.get_encoding(self._encoding_name)
         return self._encoding
+
+
+class CharacterBoundTokenizer:
+    """Counts at least one token per `chars_per_token` characters.
+
+    WordPiece counts any word over 100 characters as one unknown token, so a base64 blob or a minified line
+    would make a "short" chunk of thousands of characters — too big to show or quote. Real prose runs about
+    4–5 characters per token, so this bound only bites on such text.
+    """
+
+    def __init__(self, inner: Tokenizer, *, chars_per_token: int = 8) -> None:
+        self._inner = inner
+        self._chars_per_token = chars_per_token
+
+    def count(self, text: str) -> int:
+        return max(self._inner.count(text), -(-len(text) // self._chars_per_token))
+
+    def encode(self, text: str) -> list[int]:
+        return self._inner.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._inner.decode(ids)

@@ -229,3 +229,29 @@ def test_chunks_never_exceed_budget_nor_lose_words(
     assert_words_kept(sections, chunks, max_tokens=max_tokens, tokenizer=tokenizer)
     if not any(s.text.strip() for s in sections):
         assert chunks == []
+
+
+def test_a_blob_that_counts_as_few_word_pieces_is_still_split_into_readable_chunks() -> None:
+    from ingest.tokens import CharacterBoundTokenizer, TiktokenTokenizer
+
+    class OneTokenPerWord:
+        """Like WordPiece on a 10,000-character word: one [UNK] token however long the word is."""
+
+        def count(self, text: str) -> int:
+            return len(text.split())
+
+        def encode(self, text: str) -> list[int]:
+            return list(range(self.count(text)))
+
+        def decode(self, ids: list[int]) -> str:
+            return ""
+
+    blob = "QUJD" * 2500
+    sections = [Section(("Keys",), f"The signing key is {blob} and rotates yearly.")]
+    chunks = chunk_sections(
+        sections, title="Keys", breadcrumb="Security", tokenizer=CharacterBoundTokenizer(OneTokenPerWord()),
+        max_tokens=254, overlap_tokens=16,
+    )
+    assert len(chunks) > 1 and all(len(c.embed_text) <= 254 * 8 for c in chunks)
+    assert TiktokenTokenizer().count("plain prose words") == CharacterBoundTokenizer(TiktokenTokenizer()).count(
+        "plain prose words")
