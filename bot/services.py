@@ -15,7 +15,7 @@ from bot.ranking import EvidencePolicy
 from bot.settings import Settings, SettingsError
 from bot.sync_runner import RunOutcome, SyncRunner
 from db.connect import Database, open_database
-from ingest.confluence import ConfluenceClient
+from ingest.confluence import ConfluenceClient, RetryPolicy
 from ingest.embedders import Embedder
 from ingest.sync import PageSource, SyncOptions
 
@@ -69,7 +69,9 @@ def build_chat(settings: Settings) -> ChatModel | None:
     )
 
 
-def confluence_factory(settings: Settings) -> AbstractAsyncContextManager[PageSource]:
+def confluence_factory(
+    settings: Settings, *, retry: RetryPolicy = RetryPolicy()
+) -> AbstractAsyncContextManager[PageSource]:
     """A fresh client per sync run (its aiohttp session lives as long as the run)."""
     if not settings.confluence_configured:
         raise SettingsError(
@@ -80,18 +82,24 @@ def confluence_factory(settings: Settings) -> AbstractAsyncContextManager[PageSo
     if settings.confluence_pat is not None:
         return ConfluenceClient(
             settings.confluence_base_url, pat=settings.confluence_pat.get_secret_value(),
-            max_concurrency=settings.confluence_max_concurrency,
+            max_concurrency=settings.confluence_max_concurrency, retry=retry,
         )
     assert settings.confluence_api_token is not None
     return ConfluenceClient(
         settings.confluence_base_url, email=settings.confluence_email,
         api_token=settings.confluence_api_token.get_secret_value(),
-        max_concurrency=settings.confluence_max_concurrency,
+        max_concurrency=settings.confluence_max_concurrency, retry=retry,
     )
 
 
 @asynccontextmanager
-async def build_services(settings: Settings, *, embedder: Embedder | None = None) -> AsyncIterator[Services]:
+async def build_services(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    confluence_retry: RetryPolicy = RetryPolicy(),
+) -> AsyncIterator[Services]:
+    """Everything askdocs runs on. `embedder` and `confluence_retry` let tests shrink waits, not paths."""
     embedder = embedder or build_embedder(settings)
     probe = getattr(embedder, "probe_dimension", None)
     if probe is not None:
@@ -107,7 +115,8 @@ async def build_services(settings: Settings, *, embedder: Embedder | None = None
         pool=database.pool, embedder=embedder, chat=chat, evidence=evidence_policy(embedder.model_name)
     )
     runner = SyncRunner(
-        pool=database.pool, embedder=embedder, source_factory=lambda: confluence_factory(settings),
+        pool=database.pool, embedder=embedder,
+        source_factory=lambda: confluence_factory(settings, retry=confluence_retry),
         default_spaces=settings.confluence_spaces,
         options=SyncOptions(
             include_restricted=settings.confluence_include_restricted,
@@ -126,7 +135,9 @@ async def build_services(settings: Settings, *, embedder: Embedder | None = None
     runner.on_finished(count_run)
     freshness = None
     if settings.confluence_configured:
-        freshness = FreshnessChecker(source_factory=lambda: confluence_factory(settings), runner=runner)
+        freshness = FreshnessChecker(
+            source_factory=lambda: confluence_factory(settings, retry=confluence_retry), runner=runner
+        )
     services = Services(settings, database, embedder, chat, engine, runner, metrics, freshness)
     try:
         yield services

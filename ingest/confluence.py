@@ -320,7 +320,16 @@ class ConfluenceClient:
             title=str(item.get("title", "")),
             version=int(item.get("version", {}).get("number", 0)),
             status=str(item.get("status", "current")),
+            url=self._page_url(item),
         )
+
+    def _page_url(self, item: JSON) -> str:
+        """The page's web address from a listing item (for failure reports); Data Center's fallback works
+        for any page id."""
+        webui = item.get("_links", {}).get("webui") if isinstance(item.get("_links"), dict) else None
+        if webui:
+            return self._site + str(webui)
+        return f"{self._site}/pages/viewpage.action?pageId={item['id']}"
 
     def _next_url(self, data: JSON, headers: Any, *, v2: bool) -> URL | None:
         """The next page's URL as the server gave it; v2 links include `/wiki`, v1 links don't (Cloud)."""

@@ -28,6 +28,7 @@ class PageRef:
     title: str
     version: int
     status: str = "current"
+    url: str = ""
 
 
 @dataclass(frozen=True)

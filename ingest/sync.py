@@ -211,7 +211,7 @@ async def sync_space(
                 leaving.add(ref.page_id)
             except ConfluenceError as error:
                 if error.status != 404:
-                    await fail(ref, "", error)
+                    await fail(ref, ref.url, error)
                 else:
                     # Deleted since the listing, or restricted (Cloud answers 404 for pages you can't see).
                     report.pages_skipped += 1
@@ -219,7 +219,7 @@ async def sync_space(
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # one bad page never stops the others
-                await fail(ref, "", error)
+                await fail(ref, ref.url, error)
             done += 1
             if progress is not None:
                 await progress(Progress(space.key, done, len(todo)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from db.connect import Database, open_database
 from db.embedded import EmbeddedPostgres
 from db.migrate import apply_migrations
+from ingest.confluence import RetryPolicy
 
 # Tests talk to servers on 127.0.0.1; slack_sdk honours proxy variables and ignores NO_PROXY.
 for _var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
@@ -21,6 +24,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TEMPLATE_DB = "askdocs_template"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest keeps only its three newest /tmp/pytest-of-<user>/pytest-N folders, so parallel runs (several
+    # developers on one machine) delete each other's embedded database mid-run. One private folder per run.
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="askdocs-pytest-")
+        config.add_cleanup(lambda: shutil.rmtree(config.option.basetemp, ignore_errors=True))
 _database_numbers = itertools.count(1)
 
 
@@ -74,6 +85,8 @@ async def database(database_dsn: str, tmp_path: Path) -> AsyncIterator[Database]
 # ---- emulators and the real service graph ---------------------------------------------------------------
 
 EMULATOR_EMBEDDING_MODEL = "emulator-embedding"
+# The production retry policy with waits shrunk: same attempts and Retry-After handling, seconds → milliseconds.
+FAST_RETRY = RetryPolicy(attempts=6, base_delay_s=0.01, max_delay_s=0.1, max_retry_after_s=2.0)
 
 
 @pytest.fixture
@@ -122,7 +135,7 @@ async def services(make_settings):  # type: ignore[no-untyped-def]
     """The real service graph (extractive answers) against the emulators and a fresh database."""
     from bot.services import build_services
 
-    async with build_services(make_settings()) as built:
+    async with build_services(make_settings(), confluence_retry=FAST_RETRY) as built:
         yield built
 
 

@@ -199,3 +199,14 @@ async def test_moved_page_leaves_the_space(confluence, services, space: str) -> 
     outcome = await sync(services)
     assert outcome.report.pages_deleted == 1
     assert ids["Staging Environment"] not in await page_rows(services)
+
+
+async def test_failed_pages_are_reported_with_a_working_link(confluence, openai_emulator, services) -> None:
+    ids = add_samples(confluence)
+    await sync(services)
+    page_id = ids["Howto Vpn Setup"]
+    confluence.edit_page(page_id, body=sample("howto_vpn_setup") + "<p>More.</p>")
+    confluence.fail_next(20, status=500, path_contains=f"/content/{page_id}")
+    outcome = await sync(services)
+    [failure] = outcome.report.failures
+    assert failure.url.startswith(confluence.base_url) and page_id in failure.url

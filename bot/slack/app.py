@@ -1,0 +1,111 @@
+"""The Slack app: `build_app(services)` → Bolt AsyncApp; `SlackBot` runs it over Socket Mode.
+
+    bot = SlackBot(services)
+    await bot.start()   # connects; returns once the Socket Mode connection is open
+    ...
+    await bot.stop()    # disconnects, lets answers in flight finish
+"""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.services import Services
+from bot.settings import Settings, SettingsError
+from bot.slack import blocks
+from bot.slack.alerts import OpsAlerts, page_url_for
+from bot.slack.home import HomeTab, NextSyncAt
+from bot.slack.listeners import BackgroundTasks, SlackListeners
+from bot.slack.middleware import AdminOnly, EventFilter, SeenEvents
+from bot.sync_runner import RunOutcome
+
+logger = logging.getLogger(__name__)
+
+
+def build_client(settings: Settings) -> AsyncWebClient:
+    """The bot-token Web API client, aimed at SLACK_API_URL, retrying 429s and dropped connections."""
+    if settings.slack_bot_token is None:
+        raise SettingsError("configuration error: SLACK_BOT_TOKEN must be set to run the Slack bot")
+    return AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_api_url,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+        ],
+    )
+
+
+def build_app(
+    services: Services, *, client: AsyncWebClient | None = None, next_sync_at: NextSyncAt | None = None,
+    tasks: BackgroundTasks | None = None,
+) -> AsyncApp:
+    """A Bolt app with askdocs' middleware and listeners registered (call inside a running event loop)."""
+    settings = services.settings
+    app = AsyncApp(client=client or build_client(settings), name="askdocs")
+    listeners = SlackListeners(services, tasks=tasks or BackgroundTasks(),
+                               home=HomeTab(services, next_sync_at=next_sync_at))
+    app.middleware(EventFilter(SeenEvents()))
+    app.event("app_mention")(listeners.on_mention)
+    # One listener for every message event (im, channels, groups): Bolt acks only events a listener takes.
+    app.event("message")(listeners.on_message)
+    app.event("app_home_opened")(listeners.on_home_opened)
+    app.command("/askdocs")(listeners.on_askdocs)
+    app.command("/docsync", middleware=[AdminOnly(settings.slack_admin_users, blocks.SYNC_REFUSED)])(
+        listeners.on_docsync)
+    app.action("feedback_up")(listeners.on_feedback)
+    app.action("feedback_down")(listeners.on_feedback)
+    return app
+
+
+class SlackBot:
+    """askdocs in Slack over Socket Mode, plus ops alerts for every finished sync run."""
+
+    def __init__(
+        self, services: Services, *, next_sync_at: NextSyncAt | None = None, drain_timeout_s: float = 30.0,
+    ) -> None:
+        self._services = services
+        self._next_sync_at = next_sync_at
+        self._drain_timeout_s = drain_timeout_s
+        self._tasks = BackgroundTasks()
+        self._handler: AsyncSocketModeHandler | None = None
+        self._alerts: OpsAlerts | None = None
+        services.sync.on_finished(self._on_sync_finished)
+
+    async def start(self) -> None:
+        settings = self._services.settings
+        if not settings.slack_configured or settings.slack_app_token is None:
+            raise SettingsError(
+                "configuration error: SLACK_BOT_TOKEN and SLACK_APP_TOKEN must be set to run the Slack bot")
+        if self._handler is not None:
+            return
+        client = build_client(settings)
+        app = build_app(self._services, client=client, next_sync_at=self._next_sync_at, tasks=self._tasks)
+        handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+        try:
+            await handler.connect_async()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await handler.close_async()  # type: ignore[no-untyped-call]
+            raise
+        self._handler = handler
+        self._alerts = OpsAlerts(client, settings.slack_ops_channel, page_url=page_url_for(settings))
+        logger.info("Slack bot connected (Socket Mode via %s)", settings.slack_api_url)
+
+    async def stop(self) -> None:
+        handler, self._handler = self._handler, None
+        self._alerts = None
+        if handler is not None:
+            await handler.close_async()  # type: ignore[no-untyped-call]
+        await self._tasks.drain(self._drain_timeout_s)
+
+    async def _on_sync_finished(self, outcome: RunOutcome) -> None:
+        if self._alerts is not None:
+            await self._alerts(outcome)

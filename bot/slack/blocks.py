@@ -1,0 +1,358 @@
+"""Pure: every message askdocs shows in Slack, as `{"text": …, "blocks": […]}` keyword arguments.
+
+Text from pages, the model and users passes through `mrkdwn.escape`/`from_markdown`; links are built only by
+`mrkdwn.link`. Limits (docs.slack.dev, Block Kit reference): 3,000 characters per section text, 50 blocks a
+message, 10 context elements; `msg_blocks_too_long` has been seen near 13k characters of blocks, so answer
+text is capped well below that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from bot.prompts import Turn
+from bot.slack.mrkdwn import (
+    escape,
+    from_markdown,
+    link,
+    parse_scope,
+    slack_to_plain,
+    split_text,
+    truncate,
+    user_mention,
+)
+
+if TYPE_CHECKING:
+    from bot.answer import Answer, Source
+    from bot.status import KnowledgeBaseStatus
+    from bot.sync_runner import RunOutcome
+    from db.models import SyncRun
+    from ingest.sync import Progress
+
+Block = dict[str, Any]
+Message = dict[str, Any]  # chat.postMessage / chat.update keyword arguments: text + blocks
+
+MAX_BLOCKS = 50
+MAX_CONTEXT_ELEMENTS = 10
+MAX_ANSWER_CHARS = 9000
+MAX_FALLBACK_CHARS = 3000
+MAX_TITLE_CHARS = 150
+ALERT_FAILURES_SHOWN = 10
+FEEDBACK_BLOCK_ID = "askdocs_feedback"
+QUESTION_BLOCK_ID = "askdocs_question"
+ANSWER_BLOCK_PREFIX = "askdocs_answer"
+REPLY_BLOCK_ID = "askdocs_reply"  # placeholders, apologies: part of a Q&A thread, not of its history
+
+SEARCHING = "Searching Confluence…"
+WRITING = "Writing the answer…"
+USAGE = (
+    "Ask me about anything in Confluence: `/askdocs how do I request VPN access?`\n"
+    "Start with `in:ENG,OPS` to search only those spaces, e.g. `/askdocs in:ENG where are the runbooks?`"
+)
+FEEDBACK_THANKS = "Thanks for the feedback"
+SYNC_REFUSED = "Sorry, only askdocs admins can run `/docsync`. Ask one of them if the wiki needs a refresh."
+TRUNCATED_NOTE = "Your question was long, so I only read its first part."
+
+
+def section(text: str, *, block_id: str | None = None) -> Block:
+    block: Block = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def context(*texts: str) -> Block:
+    elements = [{"type": "mrkdwn", "text": t} for t in texts[:MAX_CONTEXT_ELEMENTS]]
+    return {"type": "context", "elements": elements}
+
+
+def sections(text: str, *, block_prefix: str | None = None) -> list[Block]:
+    """One or more sections holding `text`, each within the 3,000-character limit."""
+    return [section(piece, block_id=f"{block_prefix}_{i}" if block_prefix else None)
+            for i, piece in enumerate(split_text(text) or ["…"])]
+
+
+def fit(blocks: list[Block], *, keep_last: int = 0, max_blocks: int = MAX_BLOCKS) -> list[Block]:
+    """At most `max_blocks` blocks; the last `keep_last` (sources, buttons) always survive."""
+    if len(blocks) <= max_blocks:
+        return blocks
+    tail = blocks[len(blocks) - keep_last:] if keep_last else []
+    head = blocks[: max_blocks - keep_last - 1]
+    return [*head, context("_(cut: too long for one Slack message)_"), *tail]
+
+
+# ---- answers ----------------------------------------------------------------------------------------
+
+
+def searching() -> Message:
+    return {"text": SEARCHING, "blocks": [{**context(f":mag: {SEARCHING}"), "block_id": REPLY_BLOCK_ID}]}
+
+
+def streaming(partial_markdown: str) -> Message:
+    """The placeholder while the model writes: what it has so far."""
+    body = truncate(from_markdown(partial_markdown), MAX_ANSWER_CHARS) or "…"
+    return {"text": truncate(body, MAX_FALLBACK_CHARS),
+            "blocks": [*sections(body), {**context(f":writing_hand: {WRITING}"), "block_id": REPLY_BLOCK_ID}]}
+
+
+def source_line(source: Source) -> str:
+    title = source.title[:MAX_TITLE_CHARS] or source.url
+    return f"[{source.n}] {link(source.url, title)}"
+
+
+def answer(result: Answer) -> Message:
+    """The final answer: text, numbered sources, 👍/👎 (or a refusal with the closest pages)."""
+    top: list[Block] = []
+    if result.note:
+        top.append(context(f":warning: {escape(result.note)}"))
+    if result.truncated:
+        top.append(context(f":scissors: {TRUNCATED_NOTE}"))
+    tail: list[Block] = []
+    if result.refused:
+        body = escape(result.text)
+        closest = [f"• {link(s.url, s.title[:MAX_TITLE_CHARS] or s.url)}" for s in result.closest]
+        if closest:
+            body += "\n\nThe closest pages I found:\n" + "\n".join(closest)
+    else:
+        body = truncate(from_markdown(result.text), MAX_ANSWER_CHARS)
+        if result.sources:
+            tail.append(context(*(source_line(s) for s in result.sources)))
+    if result.query_id is not None:
+        tail.append(feedback_buttons(result.query_id))
+    blocks = fit([*top, *sections(body, block_prefix=ANSWER_BLOCK_PREFIX), *tail], keep_last=len(tail))
+    return {"text": truncate(body, MAX_FALLBACK_CHARS), "blocks": blocks}
+
+
+def feedback_buttons(query_id: int) -> Block:
+    def button(action_id: str, label: str) -> Block:
+        return {"type": "button", "action_id": action_id, "value": str(query_id),
+                "text": {"type": "plain_text", "text": label, "emoji": True}}
+
+    return {"type": "actions", "block_id": FEEDBACK_BLOCK_ID,
+            "elements": [button("feedback_up", ":+1: Helpful"), button("feedback_down", ":-1: Not helpful")]}
+
+
+def asked(user_id: str, question: str) -> Message:
+    """The visible question of `/askdocs` (its answer goes in this message's thread)."""
+    text = truncate(f"{user_mention(user_id)} asked: {escape(question)}", MAX_FALLBACK_CHARS)
+    return {"text": text, "blocks": [section(text, block_id=QUESTION_BLOCK_ID)]}
+
+
+def asked_with_answer(user_id: str, question: str, result: Answer) -> Message:
+    """Question and answer in one message, for the response_url fallback (the bot can't post here)."""
+    head = asked(user_id, question)
+    body = answer(result)
+    return {"text": f"{head['text']}\n{body['text']}"[:MAX_FALLBACK_CHARS],
+            "blocks": fit([*head["blocks"], *body["blocks"]], keep_last=1)}
+
+
+def apology(ref: str) -> Message:
+    text = f"Sorry, something went wrong while answering. Please try again in a minute (ref `{ref}`)."
+    return {"text": text, "blocks": [section(f":warning: {text}", block_id=REPLY_BLOCK_ID)]}
+
+
+def problem(message: str) -> Message:
+    """A user-facing reason why a question can't be answered as asked."""
+    text = escape(message)
+    return {"text": text, "blocks": [section(text, block_id=REPLY_BLOCK_ID)]}
+
+
+# ---- thread history: our own messages read back ------------------------------------------------------
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    seconds, _, micros = ts.partition(".")
+    return int(seconds or 0), int(micros.ljust(6, "0")[:6] or 0)
+
+
+def thread_turns(
+    messages: Sequence[Mapping[str, Any]], *, before_ts: str, bot_user_id: str | None, bot_id: str | None,
+) -> tuple[list[Turn], bool]:
+    """(the conversation before `before_ts` as turns, whether the bot asked or answered in the thread).
+
+    Only askdocs' Q&A messages make a thread a conversation: replies under a /docsync report or an ops
+    alert are people talking among themselves. Users' messages become user turns (mentions and `in:`
+    prefixes stripped), the bot's answers assistant turns, the question of `/askdocs` a user turn;
+    placeholders, apologies and other bots are left out.
+    """
+    turns: list[Turn] = []
+    conversation = False
+    limit = _ts_key(before_ts)
+    for message in messages:
+        ours = (bot_user_id is not None and message.get("user") == bot_user_id) or (
+            bot_id is not None and message.get("bot_id") == bot_id)
+        block_ids = {str(b.get("block_id", "")) for b in message.get("blocks") or []} if ours else set()
+        conversation = conversation or any(
+            b in (QUESTION_BLOCK_ID, REPLY_BLOCK_ID) or b.startswith(ANSWER_BLOCK_PREFIX) for b in block_ids)
+        if _ts_key(str(message.get("ts", "0"))) >= limit:
+            continue
+        if ours:
+            text = str(message.get("text") or "")
+            if QUESTION_BLOCK_ID in block_ids:
+                turns.append(Turn("user", slack_to_plain(text.partition(" asked: ")[2])))
+            elif any(b.startswith(ANSWER_BLOCK_PREFIX) for b in block_ids):
+                turns.append(Turn("assistant", slack_to_plain(text)))
+        elif not message.get("bot_id") and message.get("subtype") != "bot_message":
+            _, question = parse_scope(slack_to_plain(str(message.get("text") or ""), bot_user_id=bot_user_id))
+            if question:
+                turns.append(Turn("user", question))
+    return turns, conversation
+
+
+# ---- /docsync -----------------------------------------------------------------------------------------
+
+
+def _space_list(spaces: Sequence[str]) -> str:
+    return escape(", ".join(spaces)) if spaces else "the configured spaces"
+
+
+def sync_started(user_id: str, spaces: Sequence[str], run_id: int) -> Message:
+    text = (f":arrows_counterclockwise: Sync #{run_id} started by {user_mention(user_id)} "
+            f"for {_space_list(spaces)}…")
+    return {"text": text, "blocks": [section(text)]}
+
+
+def sync_progress(user_id: str, spaces: Sequence[str], run_id: int, step: Progress) -> Message:
+    head = sync_started(user_id, spaces, run_id)["text"]
+    line = f"{escape(step.space_key)}: {step.done}/{step.total} pages processed"
+    return {"text": f"{head}\n{line}", "blocks": [section(head), context(line)]}
+
+
+def sync_summary(user_id: str, outcome: RunOutcome) -> Message:
+    emoji = {"succeeded": ":white_check_mark:", "partial": ":warning:"}.get(outcome.status, ":x:")
+    r = outcome.report
+    head = (f"{emoji} Sync #{outcome.run_id} {escape(outcome.status)} in {outcome.duration_s:.1f}s "
+            f"(started by {user_mention(user_id)}) for {_space_list(r.spaces)}")
+    counts = (f"Pages: {r.pages_added} added, {r.pages_updated} updated, {r.pages_deleted} deleted, "
+              f"{r.pages_failed} failed, {r.pages_unchanged} unchanged, {r.pages_skipped} skipped · "
+              f"chunks: {r.chunks_embedded} embedded, {r.chunks_reused} reused")
+    lines = [f"• space {escape(k)}: {escape(short_error(v, words=12))}"
+             for k, v in outcome.failed_spaces.items()]
+    lines += [f"• {escape(w)}" for w in r.warnings[:5]]
+    lines += [f"• failed: {escape(f.title or f.page_id)} ({escape(short_error(f.error))})"
+              for f in r.failures[:5]]
+    if outcome.error:
+        lines.append(f"• error: {escape(short_error(outcome.error, words=12))}")
+    blocks = [section(head), context(counts)]
+    if lines:
+        blocks += sections("\n".join(lines))
+    return {"text": f"{head}\n{counts}", "blocks": fit(blocks)}
+
+
+def sync_already_running(run: SyncRun | None) -> str:
+    if run is None:
+        return "A sync is already running (in another askdocs process); try again when it has finished."
+    who = user_mention(run.requested_by) if run.trigger == "slack" and run.requested_by else escape(
+        run.requested_by or run.trigger)
+    return (f"A sync is already running: #{run.id}, started {format_time(run.started_at)} by {who} for "
+            f"{_space_list(run.spaces)}. Try again when it has finished.")
+
+
+# ---- ops alerts ---------------------------------------------------------------------------------------
+
+
+def short_error(error: str, *, words: int = 8, max_chars: int = 80) -> str:
+    """The first few words of an error message, for one-line summaries."""
+    parts = error.split()
+    cut = " ".join(parts[:words])
+    if len(cut) > max_chars:
+        cut = cut[: max_chars - 1].rstrip()
+    return cut + ("…" if cut != " ".join(parts) else "")
+
+
+def ops_alert(outcome: RunOutcome, page_url: Callable[[str], str] | None = None) -> Message:
+    """A finished run with failures, for the ops channel: counters and up to 10 failing pages."""
+    r = outcome.report
+    who = (user_mention(outcome.requested_by) if outcome.trigger == "slack" and outcome.requested_by
+           else escape(outcome.requested_by or "-"))
+    head = (f":rotating_light: Sync #{outcome.run_id} ({escape(outcome.trigger)} by {who}) "
+            f"{escape(outcome.status)}: {r.pages_failed} page(s) failed, "
+            f"{len(outcome.failed_spaces)} space(s) failed · spaces {_space_list(r.spaces)} · "
+            f"{outcome.duration_s:.1f}s")
+    counts = (f"{r.pages_seen} seen, {r.pages_added} added, {r.pages_updated} updated, {r.pages_deleted} "
+              f"deleted, {r.pages_failed} failed, {r.pages_skipped} skipped")
+    lines = [f"• space *{escape(k)}*: {escape(short_error(v))}" for k, v in outcome.failed_spaces.items()]
+    if outcome.error:
+        lines.append(f"• run error: {escape(short_error(outcome.error))}")
+    for failure in r.failures[:ALERT_FAILURES_SHOWN]:
+        url = failure.url or (page_url(failure.page_id) if page_url else "")
+        title = (failure.title or failure.page_id)[:MAX_TITLE_CHARS]
+        lines.append(f"• {link(url, title) if url else escape(title)} ({escape(failure.page_id)}): "
+                     f"{escape(short_error(failure.error))}")
+    if len(r.failures) > ALERT_FAILURES_SHOWN:
+        lines.append(f"…and {len(r.failures) - ALERT_FAILURES_SHOWN} more (see `askdocs status`).")
+    blocks = [section(head), context(counts)]
+    if lines:
+        blocks += sections("\n".join(lines))
+    return {"text": head, "blocks": fit(blocks)}
+
+
+# ---- App Home -----------------------------------------------------------------------------------------
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def format_time(moment: datetime | None) -> str:
+    if moment is None:
+        return "never"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+HOW_TO_ASK = (
+    "*How to ask*\n"
+    "• Mention me in a channel: `@askdocs how do I request VPN access?` — I answer in the thread.\n"
+    "• Send me a direct message.\n"
+    "• Use `/askdocs your question` anywhere.\n"
+    "• Start with `in:ENG,OPS` to search only those spaces.\n"
+    "• Reply in my thread to ask a follow-up. Every answer links its sources; :+1:/:-1: tell us how it went."
+)
+
+
+def home_view(status: KnowledgeBaseStatus) -> dict[str, Any]:
+    """The App Home tab: knowledge-base status and how to ask."""
+    spaces = status.spaces
+    blocks: list[Block] = [
+        {"type": "header", "text": {"type": "plain_text", "text": "askdocs: answers from Confluence"}},
+        section(f"*Knowledge base:* {plural(status.total_pages, 'page')}, "
+                f"{plural(status.total_chunks, 'chunk')} in {plural(len(spaces), 'space')}"),
+    ]
+    space_lines = [
+        f"• *{escape(s.space_key)}* {escape(s.name or '')} — {plural(s.pages, 'page')}, "
+        f"{plural(s.chunks, 'chunk')}, "
+        f"synced {format_time(s.last_synced_at)}"
+        for s in spaces[:60]
+    ]
+    if space_lines:
+        blocks += sections("\n".join(space_lines))
+    last = status.last_sync
+    if last is not None:
+        c = last.counters
+        blocks.append(section(
+            f"*Last sync:* #{last.id} {escape(last.status)}, "
+            f"{format_time(last.finished_at or last.started_at)} "
+            f"({c.get('pages_added', 0)} added, {c.get('pages_updated', 0)} updated, "
+            f"{c.get('pages_deleted', 0)} deleted, {c.get('pages_failed', 0)} failed)"))
+    else:
+        blocks.append(section("*Last sync:* never — an admin can run `/docsync`."))
+    if status.running_sync is not None:
+        blocks.append(section(f"*Sync running:* #{status.running_sync.id} since "
+                              f"{format_time(status.running_sync.started_at)}"))
+    next_at = format_time(status.next_sync_at) if status.next_sync_at else "not scheduled"
+    blocks.append(context(f"Next scheduled sync: {next_at} · "
+                          f"questions answered: {status.questions_answered}"))
+    blocks += [{"type": "divider"}, section(HOW_TO_ASK)]
+    return {"type": "home", "blocks": blocks[:100]}
+
+
+def home_unavailable(ref: str) -> dict[str, Any]:
+    return {"type": "home", "blocks": [
+        {"type": "header", "text": {"type": "plain_text", "text": "askdocs: answers from Confluence"}},
+        section(f":warning: The knowledge-base status is unavailable right now (ref `{ref}`)."),
+        {"type": "divider"}, section(HOW_TO_ASK),
+    ]}

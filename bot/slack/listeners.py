@@ -1,0 +1,437 @@
+"""Slack listeners: each acks first (Bolt acks events itself before a listener runs) and hands the slow work
+to a tracked background task, so the 3-second ack rule holds however long an answer takes.
+
+Errors end at this boundary: the user sees a short apology with a reference id, the log has the traceback
+under the same id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.answer import AskContext, QuestionError
+from bot.prompts import Turn
+from bot.services import Services
+from bot.slack import blocks
+from bot.slack.home import HomeTab
+from bot.slack.middleware import SeenEvents, from_a_bot
+from bot.slack.mrkdwn import parse_scope, slack_to_plain
+from bot.sync_runner import AlreadyRunning
+from db import activity
+from ingest.sync import Progress
+
+logger = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+HistoryLoader = Callable[[], Awaitable[list[Turn]]]
+CANT_POST_HERE = frozenset({"not_in_channel", "channel_not_found"})
+ANSWERED_SUBTYPES = frozenset({None, "thread_broadcast", "file_share"})
+
+
+def new_ref() -> str:
+    """A short id that ties an apology in Slack to its traceback in the log."""
+    return secrets.token_hex(4)
+
+
+def slack_error(error: BaseException) -> str | None:
+    return str(error.response.get("error")) if isinstance(error, SlackApiError) else None
+
+
+class BackgroundTasks:
+    """Tasks started by listeners, kept referenced and awaited on shutdown."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        task = asyncio.create_task(self._logged(work, name), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _logged(work: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            await work
+        except Exception:  # the last resort: listeners handle their own errors
+            logger.exception("%s failed [ref %s]", name, new_ref())
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let work in flight finish for up to `timeout_s`, then cancel what is left."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+
+class LiveMessage:
+    """A bot message edited in place at most once per `min_interval_s` (chat.update is Tier 3, ~50/min).
+
+    The post that created it counts as the first edit, so a quick answer is a single final update.
+    """
+
+    def __init__(
+        self, client: AsyncWebClient, channel: str, ts: str, *, min_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.channel, self.ts = channel, ts
+        self._client = client
+        self._min_interval_s = min_interval_s
+        self._clock = clock
+        self._last = clock()
+        self._edited = False
+
+    async def stream(self, partial_markdown: str) -> None:
+        """`on_delta` for the answer engine: show the text so far when an edit is due."""
+        if self._clock() - self._last < self._min_interval_s:
+            return
+        try:
+            await self._update(blocks.streaming(partial_markdown))
+        except SlackApiError as error:  # a missed intermediate edit is harmless; the final one matters
+            logger.warning("streaming update of %s/%s failed: %s", self.channel, self.ts, slack_error(error))
+
+    async def finish(self, message: blocks.Message) -> None:
+        if self._edited:
+            await asyncio.sleep(max(0.0, self._last + self._min_interval_s - self._clock()))
+        await self._update(message)
+
+    async def _update(self, message: blocks.Message) -> None:
+        self._last = self._clock()
+        self._edited = True
+        await self._client.chat_update(channel=self.channel, ts=self.ts, **message)
+        self._last = self._clock()
+
+
+class BotThreads:
+    """Which threads the bot takes part in, so replies in other threads cost no API call.
+
+    "Not a bot thread" is remembered for `negative_ttl_s` only: another askdocs process may answer there.
+    """
+
+    def __init__(self, max_size: int = 5000, *, negative_ttl_s: float = 300.0) -> None:
+        self._known: OrderedDict[tuple[str, str], tuple[bool, float]] = OrderedDict()
+        self._max_size = max_size
+        self._negative_ttl_s = negative_ttl_s
+
+    def mark(self, channel: str, thread_ts: str, has_bot: bool) -> None:
+        self._known[(channel, thread_ts)] = (has_bot, time.monotonic())
+        self._known.move_to_end((channel, thread_ts))
+        if len(self._known) > self._max_size:
+            self._known.popitem(last=False)
+
+    def known_without_bot(self, channel: str, thread_ts: str) -> bool:
+        entry = self._known.get((channel, thread_ts))
+        return entry is not None and not entry[0] and time.monotonic() - entry[1] < self._negative_ttl_s
+
+
+class SlackListeners:
+    """The app's listeners; `build_app` registers them on the Bolt app."""
+
+    def __init__(
+        self, services: Services, *, tasks: BackgroundTasks, home: HomeTab,
+        max_concurrent_answers: int = 8, stream_interval_s: float = 1.0, sync_update_interval_s: float = 2.0,
+    ) -> None:
+        self._services = services
+        self._settings = services.settings
+        self._tasks = tasks
+        self._home = home
+        self._answer_slots = asyncio.Semaphore(max_concurrent_answers)
+        self._stream_interval_s = stream_interval_s
+        self._sync_update_interval_s = sync_update_interval_s
+        self._threads = BotThreads()
+        # One user message can arrive as app_mention and as message (a mention in a DM, or in a channel when
+        # message.channels is subscribed): whichever comes first claims it.
+        self._claimed = SeenEvents()
+
+    # ---- listeners: fast, ack first, then delegate ------------------------------------------------------
+
+    async def on_mention(self, event: Event, context: AsyncBoltContext, client: AsyncWebClient) -> None:
+        """`@askdocs question` in a channel (acked by Bolt before this runs); answers in the thread."""
+        if not self._claim(event):
+            return
+        self._tasks.spawn(self._answer_event(event, context, client, require_bot_thread=False),
+                          name=f"askdocs-mention-{event.get('ts')}")
+
+    async def on_message(self, event: Event, context: AsyncBoltContext, client: AsyncWebClient) -> None:
+        """DMs, and replies without a mention in threads the bot takes part in."""
+        if event.get("subtype") not in ANSWERED_SUBTYPES:
+            return  # edits, deletions, joins…
+        if from_a_bot(event, bot_user_id=context.bot_user_id):
+            return
+        channel_type = event.get("channel_type")
+        if channel_type == "im":
+            if not self._claim(event):
+                return
+            self._tasks.spawn(self._answer_event(event, context, client, require_bot_thread=False),
+                              name=f"askdocs-dm-{event.get('ts')}")
+        elif channel_type in ("channel", "group"):
+            thread_ts = event.get("thread_ts")
+            if not thread_ts or thread_ts == event.get("ts"):
+                return  # not a thread reply: only mentions are answered at the top level
+            if context.bot_user_id and f"<@{context.bot_user_id}>" in str(event.get("text") or ""):
+                return  # the app_mention event of the same message answers it
+            if self._threads.known_without_bot(str(event["channel"]), str(thread_ts)):
+                return
+            if not self._claim(event):
+                return
+            self._tasks.spawn(self._answer_event(event, context, client, require_bot_thread=True),
+                              name=f"askdocs-followup-{event.get('ts')}")
+
+    async def on_askdocs(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient,
+    ) -> None:
+        if not str(command.get("text") or "").strip():
+            await ack(text=blocks.USAGE)
+            return
+        await ack()
+        self._tasks.spawn(self._askdocs(command, respond, client), name="askdocs-command")
+
+    async def on_docsync(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient,
+    ) -> None:
+        """Admins only (the AdminOnly middleware answers everyone else)."""
+        await ack()
+        self._tasks.spawn(self._docsync(command, respond, client), name="askdocs-docsync")
+
+    async def on_feedback(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
+        client: AsyncWebClient,
+    ) -> None:
+        await ack()
+        self._tasks.spawn(self._feedback(body, action, respond, client), name="askdocs-feedback")
+
+    async def on_home_opened(self, event: Event, client: AsyncWebClient) -> None:
+        if event.get("tab", "home") == "home" and event.get("user"):
+            self._tasks.spawn(self._home.publish(client, str(event["user"])), name="askdocs-home")
+
+    def _claim(self, event: Event) -> bool:
+        return self._claimed.first_time(f"{event.get('channel')}:{event.get('ts')}")
+
+    # ---- answering ----------------------------------------------------------------------------------------
+
+    async def _answer_event(
+        self, event: Event, context: AsyncBoltContext, client: AsyncWebClient, *, require_bot_thread: bool,
+    ) -> None:
+        channel, ts = str(event["channel"]), str(event["ts"])
+        thread_ts = str(event.get("thread_ts") or ts)
+        in_thread = thread_ts != ts
+        bot_user_id, bot_id = context.bot_user_id, context.bot_id
+        scope, question = parse_scope(slack_to_plain(str(event.get("text") or ""), bot_user_id=bot_user_id))
+        spaces = scope or self._settings.channel_spaces.get(channel)
+        load_history: HistoryLoader | None = None
+        if require_bot_thread:
+            try:
+                messages = await self._thread_messages(client, channel, thread_ts)
+            except SlackApiError as error:
+                logger.warning("could not read thread %s/%s: %s", channel, thread_ts, slack_error(error))
+                return
+            turns, answered_here = blocks.thread_turns(
+                messages, before_ts=ts, bot_user_id=bot_user_id, bot_id=bot_id)
+            self._threads.mark(channel, thread_ts, answered_here)
+            if not answered_here:
+                return
+
+            async def known_turns() -> list[Turn]:
+                return turns
+
+            load_history = known_turns
+        elif in_thread:
+            async def fetched_turns() -> list[Turn]:
+                try:
+                    messages = await self._thread_messages(client, channel, thread_ts)
+                except SlackApiError as error:  # answer without context rather than not at all
+                    logger.warning("could not read thread %s/%s: %s", channel, thread_ts, slack_error(error))
+                    return []
+                turns, _ = blocks.thread_turns(
+                    messages, before_ts=ts, bot_user_id=bot_user_id, bot_id=bot_id)
+                return turns
+
+            load_history = fetched_turns
+        await self._answer_in_thread(client, channel=channel, thread_ts=thread_ts, user=event.get("user"),
+                                     question=question, spaces=spaces, load_history=load_history)
+
+    async def _thread_messages(self, client: AsyncWebClient, channel: str, thread_ts: str) -> list[Event]:
+        messages: list[Event] = []
+        cursor: str | None = None
+        for _ in range(5):  # threads past 1,000 messages: the oldest 1,000 are context enough
+            page = await client.conversations_replies(channel=channel, ts=thread_ts, limit=200, cursor=cursor)
+            messages += page.get("messages") or []
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                break
+        return messages
+
+    async def _answer_in_thread(
+        self, client: AsyncWebClient, *, channel: str, thread_ts: str, user: str | None, question: str,
+        spaces: Sequence[str] | None, load_history: HistoryLoader | None,
+    ) -> None:
+        """Placeholder now, then the answer streamed into it; any failure ends as an apology in its place."""
+        try:
+            posted = await client.chat_postMessage(channel=channel, thread_ts=thread_ts, **blocks.searching())
+        except Exception:
+            logger.exception("could not post in %s/%s [ref %s]", channel, thread_ts, new_ref())
+            return
+        self._threads.mark(channel, thread_ts, True)
+        live = LiveMessage(client, channel, str(posted["ts"]), min_interval_s=self._stream_interval_s)
+        try:
+            history = await load_history() if load_history else []
+            async with self._answer_slots:
+                result = await self._services.engine.answer(
+                    question, history=history, spaces=spaces, on_delta=live.stream,
+                    context=AskContext("slack", user_id=user, channel_id=channel, thread_ts=thread_ts),
+                )
+            message = blocks.answer(result)
+        except QuestionError as error:
+            message = blocks.problem(str(error))
+        except Exception:
+            ref = new_ref()
+            logger.exception("answering in %s/%s failed [ref %s]", channel, thread_ts, ref)
+            message = blocks.apology(ref)
+        try:
+            await live.finish(message)
+        except Exception:
+            ref = new_ref()
+            logger.exception("could not show the answer in %s/%s [ref %s]", channel, thread_ts, ref)
+            await self._post_quietly(client, channel, thread_ts, blocks.apology(ref))
+
+    async def _post_quietly(self, client: AsyncWebClient, channel: str, thread_ts: str,
+                            message: blocks.Message) -> None:
+        try:
+            await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=message["text"])
+        except Exception:
+            logger.exception("could not post the apology in %s/%s either", channel, thread_ts)
+
+    async def _askdocs(self, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
+        user, channel = str(command["user_id"]), str(command["channel_id"])
+        text = slack_to_plain(str(command.get("text") or ""))
+        scope, question = parse_scope(text)
+        spaces = scope or self._settings.channel_spaces.get(channel)
+        try:
+            posted = await client.chat_postMessage(channel=channel, **blocks.asked(user, text))
+        except SlackApiError as error:
+            if slack_error(error) not in CANT_POST_HERE:
+                ref = new_ref()
+                logger.exception("/askdocs: could not post in %s [ref %s]", channel, ref)
+                await respond(response_type="ephemeral", **blocks.apology(ref))
+                return
+            await self._askdocs_via_response_url(respond, user=user, channel=channel, text=text,
+                                                 question=question, spaces=spaces)
+            return
+        await self._answer_in_thread(client, channel=channel, thread_ts=str(posted["ts"]), user=user,
+                                     question=question, spaces=spaces, load_history=None)
+
+    async def _askdocs_via_response_url(
+        self, respond: AsyncRespond, *, user: str, channel: str, text: str, question: str,
+        spaces: Sequence[str] | None,
+    ) -> None:
+        """The bot isn't in this conversation: answer through the command's response_url instead."""
+        try:
+            async with self._answer_slots:
+                result = await self._services.engine.answer(
+                    question, spaces=spaces, context=AskContext("slack", user_id=user, channel_id=channel))
+            await respond(response_type="in_channel", replace_original=False,
+                          **blocks.asked_with_answer(user, text, result))
+        except QuestionError as error:
+            await respond(response_type="ephemeral", **blocks.problem(str(error)))
+        except Exception:
+            ref = new_ref()
+            logger.exception("/askdocs in %s failed [ref %s]", channel, ref)
+            await respond(response_type="ephemeral", **blocks.apology(ref))
+
+    # ---- feedback and /docsync ---------------------------------------------------------------------------
+
+    async def _feedback(
+        self, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient,
+    ) -> None:
+        user = str(body["user"]["id"])
+        container = body.get("container") or {}
+        channel = str((body.get("channel") or {}).get("id") or container.get("channel_id"))
+        thread_ts = (body.get("message") or {}).get("thread_ts")
+        value = 1 if action.get("action_id") == "feedback_up" else -1
+        try:
+            query_id = int(str(action.get("value")))
+            async with self._services.database.pool.acquire() as conn:
+                await activity.record_feedback(conn, query_id=query_id, user_id=user, value=value)
+            text = blocks.FEEDBACK_THANKS
+        except Exception:
+            ref = new_ref()
+            logger.exception("could not record feedback %r from %s [ref %s]", action.get("value"), user, ref)
+            text = blocks.apology(ref)["text"]
+        try:
+            await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
+        except SlackApiError:  # e.g. an answer given through a response_url where the bot isn't a member
+            await respond(text=text, response_type="ephemeral", replace_original=False)
+
+    async def _docsync(self, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
+        user, channel = str(command["user_id"]), str(command["channel_id"])
+        words = str(command.get("text") or "").split()
+        flags = [w for w in words if w.startswith("-")]
+        if any(flag != "--force" for flag in flags):
+            await respond(response_type="ephemeral", text="Usage: `/docsync [SPACE …] [--force]`")
+            return
+        spaces = list(dict.fromkeys(w.upper() for w in words if not w.startswith("-")))
+        latest: list[Progress] = []
+
+        async def record(run_id: int, step: Progress) -> None:
+            latest[:] = [step]  # no I/O here: the sync must not wait for Slack
+
+        try:
+            started = await self._services.sync.start(
+                spaces=spaces, force="--force" in flags, trigger="slack", requested_by=user, progress=record)
+        except Exception:
+            ref = new_ref()
+            logger.exception("/docsync could not start [ref %s]", ref)
+            await respond(response_type="ephemeral", **blocks.apology(ref))
+            return
+        if isinstance(started, AlreadyRunning):
+            await respond(response_type="ephemeral", text=blocks.sync_already_running(started.run))
+            return
+        shown = spaces or self._settings.confluence_spaces
+        ts: str | None = None
+        try:
+            ts = str((await client.chat_postMessage(
+                channel=channel, **blocks.sync_started(user, shown, started.run_id)))["ts"])
+        except SlackApiError as error:
+            logger.warning("/docsync: can't post in %s (%s); answering through response_url", channel,
+                           slack_error(error))
+            await respond(response_type="in_channel", **blocks.sync_started(user, shown, started.run_id))
+        last_edit: float | None = None
+        shown_step: Progress | None = None
+        while not started.task.done():
+            await asyncio.wait({started.task}, timeout=self._sync_update_interval_s)
+            if started.task.done() or ts is None or not latest or latest[0] == shown_step:
+                continue
+            shown_step = latest[0]
+            try:
+                await client.chat_update(channel=channel, ts=ts,
+                                         **blocks.sync_progress(user, shown, started.run_id, shown_step))
+                last_edit = time.monotonic()
+            except SlackApiError as error:
+                logger.warning("/docsync progress update failed: %s", slack_error(error))
+        try:
+            outcome = await started.wait()
+            summary = blocks.sync_summary(user, outcome)
+        except Exception:
+            ref = new_ref()
+            logger.exception("/docsync run #%s crashed [ref %s]", started.run_id, ref)
+            summary = blocks.apology(ref)
+        if ts is None:
+            await respond(response_type="in_channel", **summary)
+            return
+        if last_edit is not None:
+            await asyncio.sleep(max(0.0, last_edit + self._sync_update_interval_s - time.monotonic()))
+        await client.chat_update(channel=channel, ts=ts, **summary)
