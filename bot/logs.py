@@ -60,6 +60,6 @@ def configure_logging(*, level: str = "INFO", fmt: str = "text", secrets: Sequen
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries that log request URLs or bodies at INFO stay at WARNING.
-    for noisy in ("aiohttp.access", "httpx", "openai", "slack_sdk", "slack_bolt", "apscheduler", "pgserver",
+    for noisy in ("aiohttp.access", "httpx", "httpx2", "openai", "slack_sdk", "slack_bolt", "apscheduler", "pgserver",
                   "sentence_transformers", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

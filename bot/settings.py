@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     """askdocs configuration, from environment variables (upper-case names) and `.env`."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
+        # `EMBEDDING_PROVIDER=` as copied from .env.example means "default", not "the empty string".
+        env_ignore_empty=True,
     )
 
     database_url: SecretStr | None = None

@@ -83,3 +83,12 @@ def test_env_example_documents_every_setting() -> None:
     example = (Path(__file__).parent.parent / ".env.example").read_text()
     for name in ALL_NAMES:
         assert f"{name}=" in example, name
+
+
+def test_a_copy_of_env_example_loads(tmp_path: Path) -> None:
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    env_file = tmp_path / ".env"
+    env_file.write_text(example)
+    settings = load_settings(env_file)
+    assert settings.embedding_provider == "local" and settings.llm_provider == "none"
+    assert settings.api_port == 8080 and settings.confluence_spaces == []

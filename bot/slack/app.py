@@ -76,6 +76,7 @@ class SlackBot:
         self._next_sync_at = next_sync_at
         self._drain_timeout_s = drain_timeout_s
         self._tasks = BackgroundTasks()
+        self._client: AsyncWebClient | None = None
         self._handler: AsyncSocketModeHandler | None = None
         self._alerts: OpsAlerts | None = None
         services.sync.on_finished(self._on_sync_finished)
@@ -97,7 +98,17 @@ class SlackBot:
             raise
         self._handler = handler
         self._alerts = OpsAlerts(client, settings.slack_ops_channel, page_url=page_url_for(settings))
+        self._client = client
         logger.info("Slack bot connected (Socket Mode via %s)", settings.slack_api_url)
+
+    async def post_gaps_digest(self) -> bool:
+        """The weekly "what your team asks that Confluence doesn't answer" digest, to the ops channel."""
+        channel = self._services.settings.slack_ops_channel
+        if self._client is None or not channel:
+            return False
+        from bot.gaps import post_gaps_digest
+
+        return await post_gaps_digest(self._services, self._client, channel)
 
     async def stop(self) -> None:
         handler, self._handler = self._handler, None

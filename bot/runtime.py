@@ -1,0 +1,199 @@
+"""`askdocs run`: the HTTP API, the sync scheduler and (with Slack tokens) the Slack bot in one process.
+
+SIGTERM/SIGINT stop it gracefully: stop taking work (scheduler, API listener, Slack), cancel the sync in
+flight (a page write is one transaction, so it commits or rolls back whole), close the pool, stop the
+embedded database, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from bot.api import build_api
+from bot.scheduler import SyncScheduler
+from bot.services import Services, build_services
+from bot.settings import Settings, SettingsError
+from db.connect import describe_dsn
+from ingest.errors import safe_url
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_SLACK_FAILED = 1
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# Handlers still running when the listener closes get this long to finish before they are cancelled.
+API_SHUTDOWN_TIMEOUT_S = 5.0
+
+
+class Bot(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def post_gaps_digest(self) -> bool: ...
+
+
+@dataclass
+class ApiListener:
+    runner: web.AppRunner
+    site: web.TCPSite
+    url: str
+
+    async def stop_listening(self) -> None:
+        await self.site.stop()
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+def has_api_key(settings: Settings) -> bool:
+    return settings.api_key is not None and settings.api_key.get_secret_value() != ""
+
+
+def api_host(settings: Settings) -> str:
+    """API_HOST only with an API key: an API without one must not be reachable from other machines."""
+    if has_api_key(settings):
+        return settings.api_host or "0.0.0.0"
+    if settings.api_host and settings.api_host not in LOOPBACK_HOSTS:
+        logger.warning("API_HOST=%s ignored: no API_KEY is set, so the API listens on 127.0.0.1 only",
+                       settings.api_host)
+    return "127.0.0.1"
+
+
+async def serve_api(app: web.Application, *, host: str, port: int) -> ApiListener:
+    runner = web.AppRunner(app, shutdown_timeout=API_SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        message = f"configuration error: API_PORT: cannot listen on {host}:{port}: {error}"
+        raise SettingsError(message) from None
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_port = runner.addresses[0][1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{bound_port}"
+    logger.info("askdocs api listening on %s", url)
+    return ApiListener(runner, site, url)
+
+
+def startup_facts(settings: Settings, services: Services) -> list[str]:
+    """What this process runs with, without a single secret."""
+    database = services.database
+    where = (f"embedded PostgreSQL in {settings.askdocs_data_dir}" if database.embedded is not None
+             else f"PostgreSQL at {describe_dsn(database.dsn)}")
+    embedder = services.embedder
+    if services.chat is not None:
+        llm = f"LLM {settings.llm_model} at {safe_url(settings.openai_base_url or 'https://api.openai.com/v1')}"
+    else:
+        llm = "extractive answers (no LLM)"
+    confluence = safe_url(settings.confluence_base_url) if settings.confluence_base_url else "not configured"
+    return [
+        f"database: {where}",
+        f"embeddings: {settings.embedding_provider} {embedder.model_name} ({embedder.dimension} dims)",
+        f"answers: {llm}",
+        f"confluence: {confluence}; spaces: {', '.join(settings.confluence_spaces) or '(none)'}",
+        f"sync interval: {settings.sync_interval_hours:g}h",
+        f"api key: {'set' if has_api_key(settings) else 'not set (127.0.0.1 only)'}",
+        "slack: " + ("socket mode" if settings.slack_configured else "off (no Slack tokens)"),
+    ]
+
+
+def install_signal_handlers(stop: asyncio.Event) -> list[signal.Signals]:
+    loop = asyncio.get_running_loop()
+    installed = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            logger.info("received %s again: already shutting down", sig.name)
+            return
+        logger.info("received %s: shutting down", sig.name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+    return installed
+
+
+def build_scheduler(settings: Settings, services: Services) -> SyncScheduler | None:
+    if not settings.confluence_configured or not settings.confluence_spaces:
+        logger.warning("scheduled sync off: set CONFLUENCE_BASE_URL, its credentials and CONFLUENCE_SPACES")
+        return None
+    return SyncScheduler(services, interval_hours=settings.sync_interval_hours)
+
+
+def build_slack(services: Services, scheduler: SyncScheduler | None) -> Bot:
+    from bot.slack.app import SlackBot  # imported only with Slack tokens: slack_bolt is not needed otherwise
+
+    bot: Bot = SlackBot(services, next_sync_at=scheduler.next_run_at if scheduler else None)
+    return bot
+
+
+async def run_forever(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (or `stop` is set); 0 after a clean shutdown."""
+    stop = stop or asyncio.Event()
+    installed = install_signal_handlers(stop)
+    try:
+        async with build_services(settings) as services:
+            for fact in startup_facts(settings, services):
+                logger.info("%s", fact)
+            return await serve(settings, services, stop)
+    finally:
+        loop = asyncio.get_running_loop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        logger.info("askdocs stopped")
+
+
+async def serve(settings: Settings, services: Services, stop: asyncio.Event) -> int:
+    scheduler = build_scheduler(settings, services)
+    next_sync_at = scheduler.next_run_at if scheduler else None
+    api = await serve_api(build_api(services, next_sync_at=next_sync_at), host=api_host(settings),
+                          port=settings.api_port)
+    slack = build_slack(services, scheduler) if settings.slack_configured else None
+    code = EXIT_OK
+    try:
+        if slack is not None:
+            try:
+                await slack.start()
+            except Exception as error:
+                logger.error("could not connect to Slack: %s: %s", type(error).__name__, error)
+                slack, code = None, EXIT_SLACK_FAILED
+                stop.set()
+        if scheduler is not None and not stop.is_set():
+            await scheduler.start()
+            if slack is not None and settings.slack_ops_channel:
+                scheduler.add_weekly(slack.post_gaps_digest, name="knowledge gaps digest")
+        await stop.wait()
+    finally:
+        await shut_down(services, api=api, scheduler=scheduler, slack=slack)
+    return code
+
+
+async def shut_down(
+    services: Services, *, api: ApiListener, scheduler: SyncScheduler | None, slack: Bot | None
+) -> None:
+    """Stop taking work, then end the work in flight; build_services closes the pool afterwards."""
+    logger.info("shutting down: no new syncs, questions or API requests; a sync in flight is cancelled")
+    if scheduler is not None:
+        await scheduler.stop()
+    await api.stop_listening()
+    if slack is not None:
+        try:
+            await slack.stop()
+        except Exception as error:
+            logger.warning("Slack did not stop cleanly: %s: %s", type(error).__name__, error)
+    await services.sync.cancel()
+    await api.close()
+    logger.info("closing the database pool")
