@@ -7,8 +7,8 @@ import asyncio
 import json
 import logging
 import sys
-from typing import Any
 from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from bot.settings import Settings, SettingsError, load_settings
 from bot.status import read_status
