@@ -536,3 +536,20 @@ async def test_database_outage_gets_an_apology_with_a_reference_and_the_bot_reco
     since = len(slack.calls)
     _, ts = await slack.mention(VPN_QUESTION)
     await final_answer(slack, "C1", ts, since=since)
+
+
+async def test_an_answer_citing_a_page_edited_after_indexing_is_flagged_then_refreshed(stack: Stack) -> None:
+    slack, confluence = stack.slack, stack.confluence
+    page_id = confluence.find("Staging environment")
+    confluence.edit_page(page_id, body=confluence.pages[page_id].body.replace(
+        "every Sunday at 02:00 UTC", "every Saturday at 21:00 UTC"))
+    since = len(slack.calls)
+    _, ts = await slack.mention("When is the staging database rebuilt?")
+    flagged = await slack.wait_for(
+        "chat.update", lambda p: "Updated in Confluence since it was indexed" in json.dumps(p.get("blocks")),
+        since=since)
+    assert "Staging environment" in json.dumps(flagged["blocks"])
+    refreshed = await slack.wait_for("chat.update", lambda p: "Refreshed" in json.dumps(p.get("blocks")),
+                                     since=since, timeout=20)
+    assert "Saturday at 21:00 UTC" in json.dumps(refreshed["blocks"])
+    assert len(bot_replies(slack, "C1", ts)) == 1  # the same message, updated in place

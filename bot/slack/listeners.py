@@ -8,6 +8,7 @@ under the same id.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -287,13 +288,18 @@ class SlackListeners:
             return
         self._threads.mark(channel, thread_ts, True)
         live = LiveMessage(client, channel, str(posted["ts"]), min_interval_s=self._stream_interval_s)
+        context = AskContext("slack", user_id=user, channel_id=channel, thread_ts=thread_ts)
+        refresh: asyncio.Task[list[str]] | None = None
+        history: list[Turn] = []
         try:
             history = await load_history() if load_history else []
             async with self._answer_slots:
                 result = await self._services.engine.answer(
-                    question, history=history, spaces=spaces, on_delta=live.stream,
-                    context=AskContext("slack", user_id=user, channel_id=channel, thread_ts=thread_ts),
+                    question, history=history, spaces=spaces, on_delta=live.stream, context=context,
                 )
+            if self._services.freshness is not None:
+                reviewed = await self._services.freshness.review(result)
+                result, refresh = reviewed.answer, reviewed.refresh
             message = blocks.answer(result)
         except QuestionError as error:
             message = blocks.problem(str(error))
@@ -307,6 +313,26 @@ class SlackListeners:
             ref = new_ref()
             logger.exception("could not show the answer in %s/%s [ref %s]", channel, thread_ts, ref)
             await self._post_quietly(client, channel, thread_ts, blocks.apology(ref))
+            return
+        if refresh is not None:
+            await self._refresh_answer(client, live, refresh, question=question, history=history, spaces=spaces,
+                                       context=context)
+
+    async def _refresh_answer(
+        self, client: AsyncWebClient, live: LiveMessage, refresh: asyncio.Task[list[str]], *, question: str,
+        history: list[Turn], spaces: Sequence[str] | None, context: AskContext,
+    ) -> None:
+        """A cited page changed after indexing: once it is re-indexed, answer again in the same message."""
+        try:
+            if not await refresh:
+                return
+            async with self._answer_slots:
+                result = await self._services.engine.answer(question, history=history, spaces=spaces,
+                                                            context=context)
+            note = "Refreshed: a cited page was updated in Confluence and has been re-indexed."
+            await live.finish(blocks.answer(dataclasses.replace(result, note=note)))
+        except Exception:
+            logger.exception("could not refresh the answer in %s/%s [ref %s]", live.channel, live.ts, new_ref())
 
     async def _post_quietly(self, client: AsyncWebClient, channel: str, thread_ts: str,
                             message: blocks.Message) -> None:
