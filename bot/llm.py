@@ -8,19 +8,19 @@ user may read: short, honest, without keys or upstream response text.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol
+from typing import Literal, Protocol
 
 import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from ingest.openai_errors import backoff_wait_s, describe, is_retryable
+
 logger = logging.getLogger(__name__)
 
 Role = Literal["system", "user", "assistant"]
-RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,6 @@ class ChatModel(Protocol):
         ...
 
 
-def is_retryable(err: BaseException) -> bool:
-    """Rate limits, server errors, timeouts, dropped connections and in-stream error events."""
-    if isinstance(err, openai.APIStatusError):
-        return err.status_code in RETRY_STATUSES or err.status_code >= 500
-    if isinstance(err, openai.APIResponseValidationError):
-        return False
-    return isinstance(err, openai.APIError)  # connection, timeout, or an error event inside the stream
 
 
 class OpenAIChat:
@@ -164,14 +157,7 @@ class OpenAIChat:
         raise AssertionError("unreachable: AsyncRetrying either returns or raises")
 
     def _wait_s(self, state: RetryCallState) -> float:
-        """Exponential backoff with jitter, stretched to Retry-After, capped at the max delay."""
-        base = min(self._max_delay_s, self._base_delay_s * 2.0 ** (state.attempt_number - 1))
-        wait = base / 2 + base / 2 * random.random()  # jitter spreads concurrent askers apart
-        err = state.outcome.exception() if state.outcome is not None else None
-        hint = retry_after_s(err) if err is not None else None
-        if hint is not None:
-            wait = max(wait, hint)
-        return min(max(wait, 0.0), self._max_delay_s)
+        return backoff_wait_s(state, base_delay_s=self._base_delay_s, max_delay_s=self._max_delay_s)
 
     def _log_retry(self, state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome is not None else None
@@ -206,32 +192,4 @@ def deltas(chunk: ChatCompletionChunk) -> list[str]:
     return [choice.delta.content for choice in chunk.choices if choice.delta and choice.delta.content]
 
 
-def retry_after_s(err: BaseException) -> float | None:
-    """The server's Retry-After (or retry-after-ms) in seconds, when it sent a number."""
-    if not isinstance(err, openai.APIStatusError):
-        return None
-    headers = err.response.headers
-    try:
-        if (ms := headers.get("retry-after-ms")) is not None:
-            return float(ms) / 1000
-        if (seconds := headers.get("retry-after")) is not None:
-            return float(seconds)
-    except ValueError:  # an HTTP date: fall back to our own backoff
-        return None
-    return None
 
-
-def describe(err: BaseException, *, timeout_s: float) -> tuple[str, int | None]:
-    """A short reason and the HTTP status; upstream text is never echoed (OpenAI's 401 quotes the key)."""
-    if isinstance(err, openai.APIStatusError):
-        # A client error's code (invalid_api_key, model_not_found) says what to fix; a 429/5xx's adds nothing.
-        shown = err.code and not is_retryable(err) and err.code.replace("_", "").isalnum()
-        code = f", {err.code}" if shown else ""
-        return f"HTTP {err.status_code}{code}", err.status_code
-    if isinstance(err, openai.APITimeoutError):
-        return f"timed out after {timeout_s:g} s", None
-    if isinstance(err, openai.APIConnectionError):
-        return "could not connect", None
-    if isinstance(err, openai.APIError):
-        return "error event in the stream", None
-    return type(err).__name__, None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Final
@@ -18,6 +17,7 @@ import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from ingest.embedders import EmbeddingError
+from ingest.openai_errors import backoff_wait_s, describe, is_retryable
 from ingest.tokens import TiktokenTokenizer
 
 logger = logging.getLogger(__name__)
@@ -28,44 +28,12 @@ KNOWN_DIMENSIONS: Final = MappingProxyType(
 )
 # OpenAI's per-input limit for every embedding model (8192 documented; 8191 is what the API enforces).
 MAX_INPUT_TOKENS: Final = 8191
-RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
-def is_retryable(err: BaseException) -> bool:
-    """Whether another attempt may succeed: rate limits, server errors, timeouts, dropped connections."""
-    if isinstance(err, openai.APIStatusError):
-        return err.status_code in RETRY_STATUSES or err.status_code >= 500
-    return isinstance(err, openai.APIConnectionError)  # includes APITimeoutError
 
 
-def retry_after_s(err: BaseException) -> float | None:
-    """The server's Retry-After (or retry-after-ms) in seconds, when it sent a usable one."""
-    if not isinstance(err, openai.APIStatusError):
-        return None
-    headers = err.response.headers
-    try:
-        if (ms := headers.get("retry-after-ms")) is not None:
-            return float(ms) / 1000
-        if (seconds := headers.get("retry-after")) is not None:
-            return float(seconds)
-    except ValueError:  # an HTTP date: rare enough to fall back to our own backoff
-        return None
-    return None
 
 
-def describe(err: BaseException, *, timeout_s: float) -> tuple[str, int | None]:
-    """A short, secret-free reason and the HTTP status; upstream messages are not echoed (OpenAI's 401
-    text quotes part of the key)."""
-    if isinstance(err, openai.APIStatusError):
-        # A client error's code (invalid_api_key, model_not_found) says what to fix; a 429/5xx's adds nothing.
-        shown = err.code and not is_retryable(err) and err.code.replace("_", "").isalnum()
-        code = f", {err.code}" if shown else ""
-        return f"HTTP {err.status_code}{code}", err.status_code
-    if isinstance(err, openai.APITimeoutError):
-        return f"timed out after {timeout_s:g} s", None
-    if isinstance(err, openai.APIConnectionError):
-        return "could not connect", None
-    return type(err).__name__, None
 
 
 class OpenAIEmbedder:
@@ -171,14 +139,7 @@ class OpenAIEmbedder:
         return batches
 
     def _wait_s(self, state: RetryCallState) -> float:
-        """Exponential backoff with jitter, stretched to the server's Retry-After, never past the max."""
-        base = min(self._max_delay_s, self._base_delay_s * 2.0 ** (state.attempt_number - 1))
-        wait = base / 2 + base / 2 * random.random()  # jitter spreads concurrent callers apart
-        err = state.outcome.exception() if state.outcome is not None else None
-        hint = retry_after_s(err) if err is not None else None
-        if hint is not None:
-            wait = max(wait, hint)
-        return min(max(wait, 0.0), self._max_delay_s)
+        return backoff_wait_s(state, base_delay_s=self._base_delay_s, max_delay_s=self._max_delay_s)
 
     def _log_retry(self, state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome is not None else None
