@@ -92,6 +92,8 @@ class Answer:
             "closest": [s.to_json() for s in self.closest],
             "chunks_used": self.chunks_used,
             "query_id": self.query_id,
+            "mode": self.mode,
+            "note": self.note,
         }
 
 
@@ -215,7 +217,7 @@ class AnswerEngine:
                 mode = "llm"
             except ChatModelError as error:
                 logger.warning("chat model failed, answering extractively: %s", error)
-                note = f"The language model is unavailable right now ({error}); quoting the pages instead."
+                note = f"Quoting the pages instead: {error}."
                 answer_text, mode = extractive_answer(standalone, hits), "extractive"
             refused = prompts.is_refusal(answer_text)
             answer_text, sources = (prompts.REFUSAL, []) if refused else cite(answer_text, hits)

@@ -38,6 +38,7 @@ from bot.logs import RedactSecrets
 from bot.services import Services
 from bot.sync_runner import AlreadyRunning, RunOutcome, StartedRun
 from db import activity, runs
+from db.errors import DATABASE_UNREACHABLE
 from db.models import SyncRun
 from ingest.embedders import EmbeddingError
 
@@ -47,12 +48,6 @@ MAX_QUESTION_CHARS = 10_000
 API_KEY_HEADER = "X-API-Key"
 PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/api/health"})
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# Errors meaning "the database can't be reached right now" (not "our SQL is wrong").
-DATABASE_UNREACHABLE: tuple[type[BaseException], ...] = (
-    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.OperatorInterventionError, asyncpg.InvalidCatalogNameError,
-    asyncpg.InvalidAuthorizationSpecificationError,
-)
 NOT_CONFIGURED = ("Confluence is not configured: set CONFLUENCE_BASE_URL with CONFLUENCE_EMAIL + "
                   "CONFLUENCE_API_TOKEN (Cloud) or CONFLUENCE_PAT (Data Center)")
 DATABASE_DOWN_MESSAGE = "the knowledge base database is unreachable right now; try again shortly"

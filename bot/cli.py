@@ -13,7 +13,7 @@ from typing import Any
 from bot.settings import Settings, SettingsError, load_settings
 from bot.status import read_status
 from db.connect import open_database
-from db.errors import DatabaseError
+from db.errors import DATABASE_UNREACHABLE, DatabaseError
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(command(args, settings))
     except (DatabaseError, SettingsError) as error:
         print(f"askdocs: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except DATABASE_UNREACHABLE as error:
+        print(f"askdocs: the database became unreachable: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130

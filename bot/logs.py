@@ -63,3 +63,6 @@ def configure_logging(*, level: str = "INFO", fmt: str = "text", secrets: Sequen
     for noisy in ("aiohttp.access", "httpx", "httpx2", "openai", "slack_sdk", "slack_bolt", "apscheduler", "pgserver",
                   "sentence_transformers", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # asyncpg warns with a full traceback each time it fails to refill a pool while the database is down;
+    # askdocs reports that outage itself, once, in words.
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)

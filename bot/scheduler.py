@@ -16,10 +16,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.api import DATABASE_UNREACHABLE
 from bot.services import Services
 from bot.sync_runner import AlreadyRunning
 from db import activity, runs
+from db.errors import DATABASE_UNREACHABLE
 from db.models import SyncRun
 
 logger = logging.getLogger(__name__)

@@ -80,8 +80,10 @@ class SyncRunner:
         source_factory: SourceFactory,
         default_spaces: Sequence[str],
         options: SyncOptions = SyncOptions(),
+        holder_wait_s: float = 2.0,
     ) -> None:
         self._pool = pool
+        self._holder_wait_s = holder_wait_s
         self._store = SyncStore(pool)
         self._embedder = embedder
         self._source_factory = source_factory
@@ -115,9 +117,19 @@ class SyncRunner:
         run_id = await ready
         if run_id is None:
             await task
-            async with self._pool.acquire() as conn:
-                return AlreadyRunning(await runs.running_run(conn))
+            return AlreadyRunning(await self._lock_holder())
         return StartedRun(run_id=run_id, task=task)
+
+    async def _lock_holder(self) -> SyncRun | None:
+        """The run holding the lock. Its holder takes the lock a moment before it writes the run row (a
+        pool connection may have to be opened in between), so a refusal waits briefly for that row."""
+        deadline = time.monotonic() + self._holder_wait_s
+        while True:
+            async with self._pool.acquire() as conn:
+                run = await runs.running_run(conn)
+            if run is not None or time.monotonic() >= deadline:
+                return run
+            await asyncio.sleep(0.05)
 
     async def run(self, **kwargs: Any) -> RunOutcome | AlreadyRunning:
         started = await self.start(**kwargs)

@@ -1,5 +1,14 @@
 """Errors raised by the database layer; each message says what to do."""
 
+import asyncpg
+
+# Errors meaning "the database can't be reached right now" (not "our SQL is wrong").
+DATABASE_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError, asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+)
+
 
 class DatabaseError(Exception):
     """The knowledge base cannot be used as configured."""
