@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from db import runs
+from db.errors import DATABASE_UNREACHABLE
 from db.models import PageVersion, SyncRun
 from db.store import SyncStore
 from ingest.embedders import Embedder
@@ -272,7 +273,11 @@ class SyncRunner:
             async with self._pool.acquire() as conn:
                 await runs.finish_run(conn, run_id, status=status, counters=counters, error=error)
 
-        await asyncio.shield(write())
+        try:
+            await asyncio.shield(write())
+        except DATABASE_UNREACHABLE as lost:
+            # The run still ends as reported; the next sync closes this row as interrupted.
+            logger.warning("sync #%s: could not record its end, the database is unreachable: %s", run_id, lost)
         return float(counters["duration_s"])
 
 

@@ -63,6 +63,8 @@ async def open_database(
         raise DatabaseError(
             f"cannot connect to the database at {describe_dsn(dsn)}: {type(error).__name__}: {error}"
         ) from None
+    except ValueError as error:  # a malformed DSN (asyncpg's ClientConfigurationError is a ValueError too)
+        raise DatabaseError(f"DATABASE_URL is not a usable PostgreSQL URL: {error}") from None
     try:
         await apply_migrations(conn)
         if embedding_model is not None and embedding_dimension is not None:

@@ -70,8 +70,12 @@ async def sync_lock(pool: asyncpg.Pool) -> AsyncIterator[bool]:
             await conn.execute(CLOSE_ORPHANED_RUNS)
             yield True
         finally:
-            if not conn.is_closed():
+            try:
                 await conn.fetchval(UNLOCK, SYNC_LOCK_KEY)
+            except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
+                # The connection died (database restarted): the server released the lock with it, and asyncpg
+                # may already have detached it from the pool, so even is_closed() would raise here.
+                pass
     finally:
         await pool.release(conn)
 

@@ -55,6 +55,9 @@ class SyncOptions:
     max_delete_fraction: float = 0.5
     overlap_tokens: int = 32
     concurrency: int = 4
+    # Chunks are a citation's unit: a model that accepts 8,191 tokens would otherwise get whole pages, and
+    # one fact in the middle of a long page would drown. MiniLM's own limit (254) is lower still.
+    max_chunk_tokens: int = 512
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ async def index_page(
     chunks = chunk_sections(
         sections, title=page.title, breadcrumb=page.breadcrumb,
         tokenizer=CharacterBoundTokenizer(embedder.tokenizer),
-        max_tokens=embedder.max_input_tokens, overlap_tokens=options.overlap_tokens,
+        max_tokens=min(embedder.max_input_tokens, options.max_chunk_tokens), overlap_tokens=options.overlap_tokens,
     )
     stored = await embed_chunks(chunks, store=store, embedder=embedder, reuse=not options.force, report=report)
     await store.save_page(record, stored)
@@ -224,7 +227,15 @@ async def sync_space(
             if progress is not None:
                 await progress(Progress(space.key, done, len(todo)))
 
-    await asyncio.gather(*(one(ref) for ref in todo))
+    tasks = [asyncio.ensure_future(one(ref)) for ref in todo]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        # Something escaped a page (the database went away, so not even the failure could be recorded): stop
+        # the other pages too, or they would go on fetching and writing after the run has ended.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     gone = {page_id for page_id in known if page_id not in listed}
     if deletion_allowed(len(gone), len(known), max_fraction=options.max_delete_fraction, force=options.force):

@@ -200,3 +200,35 @@ def test_local_tokenizer_counts_wordpieces_without_special_tokens() -> None:
     assert tokenizer.count(" ".join(["word"] * 300)) == 300 > 256
     assert embedder.max_input_tokens == 254
     assert embedder.model_name == "all-MiniLM-L6-v2"
+
+
+def test_a_question_is_encoded_before_queued_sync_batches() -> None:
+    import threading
+    import time
+
+    from ingest.embedders.local import EncodeGate
+
+    gate = EncodeGate()
+    order: list[str] = []
+    release = threading.Event()
+
+    def work(name: str, urgent: bool, hold: bool = False) -> None:
+        with gate.turn(urgent=urgent):
+            order.append(name)
+            if hold:
+                release.wait(5)
+
+    running = threading.Thread(target=work, args=("sync batch 1", False, True))
+    running.start()
+    while not order:
+        time.sleep(0.001)
+    queued = threading.Thread(target=work, args=("sync batch 2", False))
+    queued.start()
+    time.sleep(0.05)  # batch 2 is waiting for the gate
+    question = threading.Thread(target=work, args=("question", True))
+    question.start()
+    time.sleep(0.05)
+    release.set()
+    for thread in (running, queued, question):
+        thread.join(5)
+    assert order == ["sync batch 1", "question", "sync batch 2"]
