@@ -553,3 +553,12 @@ async def test_an_answer_citing_a_page_edited_after_indexing_is_flagged_then_ref
                                      since=since, timeout=20)
     assert "Saturday at 21:00 UTC" in json.dumps(refreshed["blocks"])
     assert len(bot_replies(slack, "C1", ts)) == 1  # the same message, updated in place
+
+
+async def test_events_are_authorized_without_an_auth_test_call_each(stack: Stack) -> None:
+    slack = stack.slack
+    since = len(slack.calls)
+    threads = [(await slack.mention(f"{VPN_QUESTION} ({n})"))[1] for n in range(5)]
+    for ts in threads:
+        await final_answer(slack, "C1", ts, since=since)
+    assert [c for c in slack.calls[since:] if c.method == "auth.test"] == []

@@ -9,9 +9,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -46,11 +48,21 @@ def build_client(settings: Settings) -> AsyncWebClient:
 
 def build_app(
     services: Services, *, client: AsyncWebClient | None = None, next_sync_at: NextSyncAt | None = None,
-    tasks: BackgroundTasks | None = None,
+    tasks: BackgroundTasks | None = None, identity: AuthorizeResult | None = None,
 ) -> AsyncApp:
-    """A Bolt app with askdocs' middleware and listeners registered (call inside a running event loop)."""
+    """A Bolt app with askdocs' middleware and listeners registered (call inside a running event loop).
+
+    With `identity` (the bot's auth.test, read once at start), Bolt doesn't call auth.test per event: after
+    a restart, a burst of 50 events otherwise made 50 auth.test calls before their acks (bench/slack_latency).
+    """
     settings = services.settings
-    app = AsyncApp(client=client or build_client(settings), name="askdocs")
+
+    async def authorize(**_: Any) -> AuthorizeResult:
+        assert identity is not None
+        return identity
+
+    app = AsyncApp(client=client or build_client(settings), name="askdocs",
+                   authorize=authorize if identity is not None else None)
     listeners = SlackListeners(services, tasks=tasks or BackgroundTasks(),
                                home=HomeTab(services, next_sync_at=next_sync_at))
     app.middleware(EventFilter(SeenEvents()))
@@ -89,7 +101,12 @@ class SlackBot:
         if self._handler is not None:
             return
         client = build_client(settings)
-        app = build_app(self._services, client=client, next_sync_at=self._next_sync_at, tasks=self._tasks)
+        assert settings.slack_bot_token is not None
+        identity = AuthorizeResult.from_auth_test_response(
+            auth_test_response=await client.auth_test(), bot_token=settings.slack_bot_token.get_secret_value(),
+        )
+        app = build_app(self._services, client=client, next_sync_at=self._next_sync_at, tasks=self._tasks,
+                        identity=identity)
         handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
         try:
             await handler.connect_async()  # type: ignore[no-untyped-call]
