@@ -48,17 +48,21 @@ def test_keyword_query_ors_meaningful_words() -> None:
     assert keyword_query("the of and") == ""
 
 
-def test_rrf_prefers_agreement_and_recency_only_breaks_ties() -> None:
+def test_fusion_lets_keywords_break_near_ties_and_recency_only_exact_ties() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
 
-    def cand(chunk: int, v: int | None, k: int | None, age_days: int) -> Candidate:
-        return Candidate(chunk, f"p{chunk}", "ENG", "t", "u", (), (), "c", 0.5, v, k,
+    def cand(chunk: int, similarity: float, keyword_rank: int | None, age_days: int) -> Candidate:
+        return Candidate(chunk, f"p{chunk}", "ENG", "t", "u", (), (), "c", similarity, chunk, keyword_rank,
                          now - timedelta(days=age_days), 1)
 
-    fused = fuse([cand(1, 1, None, 0), cand(2, 2, 1, 900), cand(3, 3, None, 0), cand(4, 3, None, 900)], now=now)
-    assert [h.chunk_id for h in fused][:1] == [2]  # found by both legs
-    assert [h.chunk_id for h in fused].index(3) < [h.chunk_id for h in fused].index(4)  # fresher tie wins
-    assert [h.chunk_id for h in fused].index(1) < [h.chunk_id for h in fused].index(3)  # rank beats recency
+    fused = [h.chunk_id for h in fuse([
+        cand(1, 0.62, None, 900),  # best vector match, no keyword match
+        cand(2, 0.60, 1, 900),     # a hair behind, but it has the question's words: wins
+        cand(3, 0.40, 1, 0),       # keyword match can't lift a clearly weaker semantic match
+        cand(4, 0.50, None, 0),    # exact tie with 5 on relevance: the fresher page first
+        cand(5, 0.50, None, 900),
+    ], now=now)]
+    assert fused == [2, 1, 4, 5, 3]
 
 
 def test_at_most_two_chunks_per_page() -> None:

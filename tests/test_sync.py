@@ -80,20 +80,20 @@ async def test_first_sync_indexes_every_page_then_changes_cost_only_what_changed
 
 
 async def test_a_listing_that_fails_halfway_deletes_nothing(confluence, services) -> None:
-    ids = add_team_pages(confluence, "ENG", 130)
+    ids = add_team_pages(confluence, "ENG", 270)
     await sync(services)
     for page_id in ids[:10]:
         confluence.delete_page(page_id)
-    confluence.fail_listing_after(pages=100)  # the second result page of the listing fails, persistently
+    confluence.fail_listing_after(pages=250)  # the second result page of the listing fails, persistently
     outcome = await sync(services)
     assert outcome.status == "failed"
     assert "ENG" in outcome.failed_spaces and "nothing deleted" in outcome.failed_spaces["ENG"]
-    assert len(await page_rows(services)) == 130
+    assert len(await page_rows(services)) == 270
 
     confluence.fail_listing_after(None)
     healed = await sync(services)
     assert healed.status == "succeeded" and healed.report.pages_deleted == 10
-    assert len(await page_rows(services)) == 120
+    assert len(await page_rows(services)) == 260
 
 
 async def test_mass_deletion_guard_needs_force(confluence, services) -> None:
