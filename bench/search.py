@@ -39,11 +39,14 @@ from bench.manual import CorpusMissing, manual_pages
 from bot.ranking import keyword_query
 from db.connect import open_database
 from db.search import (
+    DISTINCTIVE_MAX_SHARE,
+    DISTINCTIVE_MIN_CHUNKS,
     EF_SEARCH,
     HYBRID_CANDIDATES,
     SET_SEARCH_PARAMETERS,
     exact_nearest,
     hybrid_candidates,
+    refresh_lexeme_stats,
 )
 from ingest.chunker import chunk_sections
 from ingest.storage_format import to_sections
@@ -92,11 +95,20 @@ SELECT page_id, space_key, chunk_index, heading_path, content, content_hash, tok
 DROP_HNSW = "DROP INDEX IF EXISTS chunks_embedding_hnsw_idx"
 CREATE_HNSW = "CREATE INDEX chunks_embedding_hnsw_idx ON chunks USING hnsw (embedding vector_cosine_ops)"
 HNSW_TOP = "SELECT id FROM chunks ORDER BY embedding <=> $1 LIMIT $2"
-KEYWORD_LEG = """
-SELECT id FROM chunks, websearch_to_tsquery('english', $1) AS query
- WHERE $1 <> '' AND tsv @@ query ORDER BY ts_rank_cd(tsv, query) DESC, id LIMIT $2
+# The production keyword leg (db/search.py): only the question's distinctive lexemes, OR-ed.
+DISTINCTIVE_QUERY = f"""
+SELECT string_agg(quote_literal(term.lexeme), ' | ')::tsquery
+  FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS term(lexeme)
+  JOIN lexeme_stats stats ON stats.lexeme = term.lexeme
+ WHERE stats.ndoc <= greatest({DISTINCTIVE_MIN_CHUNKS}, {DISTINCTIVE_MAX_SHARE} * (SELECT chunks FROM search_stats))
 """
-KEYWORD_MATCHES = "SELECT count(*) FROM chunks WHERE $1 <> '' AND tsv @@ websearch_to_tsquery('english', $1)"
+KEYWORD_LEG = f"""
+SELECT id FROM chunks, ({DISTINCTIVE_QUERY}) AS distinctive(query)
+ WHERE query IS NOT NULL AND tsv @@ query ORDER BY ts_rank_cd(tsv, query) DESC, id LIMIT $2
+"""
+KEYWORD_MATCHES = f"""
+SELECT count(*) FROM chunks, ({DISTINCTIVE_QUERY}) AS distinctive(query) WHERE query IS NOT NULL AND tsv @@ query
+"""
 SET_HNSW = """
 SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
        set_config('enable_seqscan', 'off', true)
@@ -294,6 +306,7 @@ async def build_index(conn: asyncpg.Connection) -> float:
         await conn.execute("SET max_parallel_maintenance_workers = 1")  # 2 cores: leader + one worker
         await conn.execute(CREATE_HNSW)
         await conn.execute("VACUUM ANALYZE chunks")
+        await refresh_lexeme_stats(conn)  # what a sync does after changing chunks
     return clock.seconds
 
 

@@ -19,7 +19,6 @@ from datetime import datetime
 from db.models import SearchHit
 from db.search import Candidate
 
-
 STOPWORDS = frozenset(
     """a an and are as at be by can could do does did for from has have how i if in into is it its me my no
     not of on or our should so than that the their them then there these they this to was we were what when
@@ -42,10 +41,11 @@ def question_terms(question: str) -> list[str]:
 
 
 def keyword_query(question: str) -> str:
-    """A websearch_to_tsquery string that ORs the question's words.
+    """The question's meaningful words for the keyword leg, OR-ed (`a or b or c`).
 
-    websearch_to_tsquery ANDs plain words; a natural-language question then matches almost nothing, so each
-    meaningful word becomes an alternative and ts_rank_cd rewards chunks that match many of them.
+    An AND of every word (what websearch_to_tsquery makes of plain text) matched nothing for 41 of 46
+    natural-language questions, so each word is an alternative and ts_rank_cd rewards chunks that match many;
+    db/search.py then keeps only the distinctive ones.
     """
     return " or ".join(question_terms(question)[:24])
 

@@ -253,6 +253,11 @@ class SyncRunner:
         except Exception as crash:
             error = f"{type(crash).__name__}: {crash}"
             logger.exception("sync #%s crashed", run_id)
+        if error is None and report.pages_added + report.pages_updated + report.pages_deleted:
+            try:
+                await self._store.refresh_search_stats()
+            except DATABASE_UNREACHABLE as lost:
+                error = f"could not refresh search statistics: {lost}"
         if error is not None or (failed_spaces and len(failed_spaces) == len(spaces)):
             status = "failed"
         elif failed_spaces or report.pages_failed:

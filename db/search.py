@@ -30,10 +30,17 @@ WITH vector_leg AS MATERIALIZED (
      LIMIT $3
 ), vector_ranked AS (
     SELECT id, row_number() OVER (ORDER BY distance) AS vector_rank FROM vector_leg
+), keyword_terms AS MATERIALIZED (
+    -- The question's distinctive lexemes only (see migration 002), OR-ed into one tsquery.
+    SELECT string_agg(quote_literal(term.lexeme), ' | ')::tsquery AS query
+      FROM unnest(tsvector_to_array(to_tsvector('english', $4))) AS term(lexeme)
+      JOIN lexeme_stats stats ON stats.lexeme = term.lexeme
+     WHERE stats.ndoc <= greatest($5::integer, $6::double precision * (SELECT chunks FROM search_stats))
+       AND strpos(term.lexeme, chr(92)) = 0
 ), keyword_leg AS MATERIALIZED (
     SELECT id, row_number() OVER (ORDER BY ts_rank_cd(tsv, query) DESC, id) AS keyword_rank
-      FROM chunks, websearch_to_tsquery('english', $4) AS query
-     WHERE $4 <> '' AND tsv @@ query AND ($2::text[] IS NULL OR space_key = ANY($2::text[]))
+      FROM chunks, keyword_terms
+     WHERE query IS NOT NULL AND tsv @@ query AND ($2::text[] IS NULL OR space_key = ANY($2::text[]))
      ORDER BY ts_rank_cd(tsv, query) DESC, id
      LIMIT $3
 ), candidates AS (
@@ -49,6 +56,17 @@ SELECT c.id, c.page_id, c.space_key, c.heading_path, c.content,
   LEFT JOIN vector_ranked v USING (id)
   LEFT JOIN keyword_leg k USING (id)
 """
+
+# A keyword counts as distinctive in at most this many chunks, or this share of them if that is more.
+DISTINCTIVE_MIN_CHUNKS = 200
+DISTINCTIVE_MAX_SHARE = 0.03
+
+REFRESH_LEXEME_STATS = [
+    "DELETE FROM lexeme_stats",
+    "INSERT INTO lexeme_stats (lexeme, ndoc) SELECT word, ndoc FROM ts_stat('SELECT tsv FROM chunks')",
+    "DELETE FROM search_stats",
+    "INSERT INTO search_stats (chunks) SELECT count(*) FROM chunks",
+]
 
 EXACT_NEAREST = """
 SELECT id FROM chunks WHERE $2::text[] IS NULL OR space_key = ANY($2::text[])
@@ -84,11 +102,13 @@ async def hybrid_candidates(
     limit: int = 40,
     ef_search: int = EF_SEARCH,
 ) -> list[Candidate]:
-    """Up to `limit` chunks from each leg. `keyword_query` is websearch_to_tsquery syntax ('' skips the leg)."""
+    """Up to `limit` chunks from each leg. `keyword_query` holds the question's words ('' skips the leg);
+    only its distinctive lexemes reach the keyword leg."""
     async with conn.transaction():
         await conn.execute(SET_SEARCH_PARAMETERS, str(max(ef_search, limit)))
         rows = await conn.fetch(
-            HYBRID_CANDIDATES, embedding, list(spaces) if spaces else None, limit, keyword_query
+            HYBRID_CANDIDATES, embedding, list(spaces) if spaces else None, limit, keyword_query,
+            DISTINCTIVE_MIN_CHUNKS, DISTINCTIVE_MAX_SHARE,
         )
     return [
         Candidate(
@@ -99,6 +119,13 @@ async def hybrid_candidates(
         )
         for r in rows
     ]
+
+
+async def refresh_lexeme_stats(conn: asyncpg.Connection) -> None:
+    """Recount lexemes after a sync changed chunks (a few seconds at 100k chunks; once per sync)."""
+    async with conn.transaction():
+        for statement in REFRESH_LEXEME_STATS:
+            await conn.execute(statement)
 
 
 async def exact_nearest(

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from db import pages
+from db import pages, search
 from db.models import PageRecord, PageVersion, StoredChunk
 
 
@@ -49,6 +49,10 @@ class SyncStore:
     async def delete_pages(self, page_ids: Sequence[str]) -> int:
         async with self._pool.acquire() as conn:
             return await pages.delete_pages(conn, page_ids)
+
+    async def refresh_search_stats(self) -> None:
+        async with self._pool.acquire() as conn:
+            await search.refresh_lexeme_stats(conn)
 
     async def page(self, page_id: str) -> PageRecord | None:
         async with self._pool.acquire() as conn:

@@ -149,3 +149,17 @@ async def test_vector_search_uses_the_hnsw_index(services, confluence) -> None:
         plan = await search.explain_vector_leg(conn, np.ones(384, dtype=np.float32))
         await conn.execute("RESET enable_seqscan")
     assert "chunks_embedding_hnsw_idx" in plan
+
+
+async def test_keyword_leg_keeps_only_distinctive_words(services, confluence) -> None:
+    from tests.wiki import add_team_pages
+
+    add_team_pages(confluence, "ENG", 240)  # every page says "maintained by the … team"
+    await services.sync.run(spaces=["ENG"], trigger="cli")
+    [embedding] = await services.embedder.embed(["team wireguard"])
+    async with services.database.pool.acquire() as conn:
+        team_chunks = await conn.fetchval("SELECT ndoc FROM lexeme_stats WHERE lexeme = 'team'")
+        assert team_chunks >= 240  # too common to rank every match
+        candidates = await search.hybrid_candidates(conn, embedding, "team or wireguard", limit=40)
+    keyword_hits = [c for c in candidates if c.keyword_rank is not None]
+    assert keyword_hits and all("wireguard" in c.content.lower() for c in keyword_hits)
