@@ -94,6 +94,7 @@ class Answer:
             "query_id": self.query_id,
             "mode": self.mode,
             "note": self.note,
+            "truncated": self.truncated,
         }
 
 

@@ -35,6 +35,7 @@ from pydantic import (
 
 from bot.answer import AskContext, QuestionError
 from bot.logs import RedactSecrets
+from bot.metrics import sample_value
 from bot.services import Services
 from bot.sync_runner import AlreadyRunning, RunOutcome, StartedRun
 from db import activity, runs
@@ -197,7 +198,7 @@ def gauge(name: str, help_text: str, samples: Sequence[tuple[dict[str, str], flo
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
     for labels, value in samples:
         inner = ",".join(f'{k}="{escape_label(v)}"' for k, v in sorted(labels.items()))
-        lines.append(f"{name}{{{inner}}} {value:g}" if inner else f"{name} {value:g}")
+        lines.append(f"{name}{{{inner}}} {sample_value(value)}" if inner else f"{name} {sample_value(value)}")
     return lines
 
 

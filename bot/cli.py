@@ -10,16 +10,13 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from bot.exit_codes import EXIT_CONFIG, EXIT_OK
 from bot.settings import Settings, SettingsError, load_settings
 from bot.status import read_status
 from db.connect import open_database
 from db.errors import DATABASE_UNREACHABLE, DatabaseError
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_PARTIAL = 1
-EXIT_CONFIG = 2
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 

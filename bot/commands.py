@@ -8,12 +8,11 @@ import sys
 from typing import Any, TextIO
 
 from bot.answer import Answer, AskContext, QuestionError
+from bot.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_PARTIAL
 from bot.services import build_services
 from bot.settings import Settings
 from bot.sync_runner import AlreadyRunning, RunOutcome
 from ingest.sync import Progress
-
-EXIT_OK, EXIT_PARTIAL, EXIT_CONFIG = 0, 1, 2
 
 
 def summary_lines(outcome: RunOutcome) -> list[str]:
@@ -76,8 +75,8 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
                           "failures": [f.__dict__ for f in outcome.report.failures]}, indent=2))
     else:
         print("\n".join(summary_lines(outcome)))
-    if outcome.status == "failed" and outcome.error:
-        return EXIT_CONFIG
+    if outcome.status == "failed":
+        return EXIT_CONFIG  # nothing synced: a crash, or every space unreachable (auth, connection, listing)
     return EXIT_OK if outcome.status == "succeeded" else EXIT_PARTIAL
 
 

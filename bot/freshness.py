@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from bot.answer import Answer, Source
 from bot.prompts import cited_numbers, remap_citations
 from bot.sync_runner import SourceFactory, SyncRunner
+from ingest.errors import ConfluenceError, PageForbidden
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class FreshnessChecker:
         self._timeout = timeout_s
         self._clock = clock
         self._cache: dict[str, tuple[float, int | None]] = {}
-        self._tasks: set[asyncio.Task[list[str]]] = set()
+        self._refreshing: dict[str, asyncio.Task[list[str]]] = {}  # one refresh per page at a time
 
     async def current_versions(self, page_ids: Sequence[str]) -> dict[str, int | None] | None:
         """Versions from the cache or one batched request; None when Confluence can't be asked in time."""
@@ -90,13 +91,60 @@ class FreshnessChecker:
                 known[page_id] = version
         return known
 
+    async def confirm_gone(self, page_ids: Sequence[str]) -> set[str]:
+        """Of pages missing from a version check, those Confluence says are gone (404/403 on the page itself).
+
+        A search index being rebuilt (Data Center) can leave pages out of a batched answer: one missing id is
+        never enough to delete a page from the knowledge base.
+        """
+        gone: set[str] = set()
+        try:
+            async with asyncio.timeout(self._timeout), self._source_factory() as source:
+                for page_id in page_ids:
+                    try:
+                        await source.fetch_page(page_id)
+                    except PageForbidden:
+                        gone.add(page_id)
+                    except ConfluenceError as error:
+                        if error.status == 404:
+                            gone.add(page_id)
+        except Exception as error:
+            logger.info("could not confirm vanished pages: %s", error)
+        return gone
+
+    async def aclose(self) -> None:
+        """Cancel refreshes in flight (shutdown)."""
+        tasks = list(self._refreshing.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _refresh(self, page_ids: list[str]) -> asyncio.Task[list[str]]:
+        """One background refresh for these pages, joining a refresh already running for all of them."""
+        running = {self._refreshing[p] for p in page_ids if p in self._refreshing}
+        if len(running) == 1 and all(p in self._refreshing for p in page_ids):
+            return running.pop()
+        task = asyncio.create_task(self._runner.refresh_pages(page_ids))
+        for page_id in page_ids:
+            self._refreshing[page_id] = task
+
+        def forget(done: asyncio.Task[list[str]]) -> None:
+            for page_id in page_ids:
+                if self._refreshing.get(page_id) is done:
+                    del self._refreshing[page_id]
+
+        task.add_done_callback(forget)
+        return task
+
     async def review(self, answer: Answer) -> Reviewed:
         if not answer.sources:
             return Reviewed(answer, FreshnessReport())
         versions = await self.current_versions([s.page_id for s in answer.sources])
         if versions is None:
             return Reviewed(answer, FreshnessReport(checked=False))
-        vanished = [s for s in answer.sources if s.page_id in versions and versions[s.page_id] is None]
+        missing = [s.page_id for s in answer.sources if s.page_id in versions and versions[s.page_id] is None]
+        gone = await self.confirm_gone(missing) if missing else set()
+        vanished = [s for s in answer.sources if s.page_id in gone]
         stale = [
             s for s in answer.sources
             if versions.get(s.page_id) is not None and s.version and versions[s.page_id] != s.version
@@ -110,8 +158,6 @@ class FreshnessChecker:
         if stale:
             for s in stale:
                 self._cache.pop(s.page_id, None)
-            refresh = asyncio.create_task(self._runner.refresh_pages([s.page_id for s in stale]))
-            self._tasks.add(refresh)
-            refresh.add_done_callback(self._tasks.discard)
+            refresh = self._refresh([s.page_id for s in stale])
             answer = replace(answer, note=freshness_note(report))
         return Reviewed(answer, report, refresh)

@@ -6,6 +6,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 
+def sample_value(value: float) -> str:
+    """A Prometheus sample value without losing digits (`:g` turned a Unix timestamp into 1.79558e+09)."""
+    number = float(value)
+    if number.is_integer() and abs(number) < 2**53:
+        return str(int(number))
+    return repr(number)
+
+
 def _labels(labels: dict[str, str]) -> str:
     if not labels:
         return ""
@@ -52,7 +60,7 @@ class Metrics:
             for q in (0.5, 0.95, 0.99):
                 value = ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
                 lines.append(f'{name}{{quantile="{q}"}} {value:.6f}')
-            lines.append(f"{name}_count {self.counters.get((f'{name}_count', ()), 0):g}")
+            lines.append(f"{name}_count {sample_value(self.counters.get((f'{name}_count', ()), 0))}")
             lines.append(f"{name}_sum {self.counters.get((f'{name}_sum', ()), 0):.6f}")
         by_name: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = defaultdict(list)
         for (name, labels), value in self.counters.items():
@@ -62,5 +70,5 @@ class Metrics:
             lines.append(f"# HELP {name} {self.help.get(name, name)}")
             lines.append(f"# TYPE {name} counter")
             for labels, value in sorted(by_name[name]):
-                lines.append(f"{name}{_labels(dict(labels))} {value:g}")
+                lines.append(f"{name}{_labels(dict(labels))} {sample_value(value)}")
         return "\n".join(lines) + "\n"

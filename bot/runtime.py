@@ -16,6 +16,7 @@ from typing import Protocol
 from aiohttp import web
 
 from bot.api import build_api
+from bot.exit_codes import EXIT_OK, EXIT_PARTIAL
 from bot.scheduler import SyncScheduler
 from bot.services import Services, build_services
 from bot.settings import Settings, SettingsError
@@ -24,8 +25,7 @@ from ingest.errors import safe_url
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_SLACK_FAILED = 1
+EXIT_SLACK_FAILED = EXIT_PARTIAL  # the API and scheduler ran, Slack never connected
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Handlers still running when the listener closes get this long to finish before they are cancelled.
 API_SHUTDOWN_TIMEOUT_S = 5.0
@@ -189,11 +189,12 @@ async def shut_down(
     if scheduler is not None:
         await scheduler.stop()
     await api.stop_listening()
+    # The sync first: a /docsync listener waits on it, and Slack's drain would otherwise wait for the sync.
+    await services.sync.cancel()
     if slack is not None:
         try:
             await slack.stop()
         except Exception as error:
             logger.warning("Slack did not stop cleanly: %s: %s", type(error).__name__, error)
-    await services.sync.cancel()
     await api.close()
     logger.info("closing the database pool")

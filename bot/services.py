@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 EVIDENCE_BY_MODEL = {
     "all-MiniLM-L6-v2": EvidencePolicy(refuse_below=0.30, confident_above=0.45, min_term_coverage=0.6),
     "text-embedding-3-small": EvidencePolicy(refuse_below=0.20, confident_above=0.45),
-    "text-embedding-3-large": EvidencePolicy(refuse_below=0.20, confident_above=0.45),
 }
 
 
@@ -143,6 +142,8 @@ async def build_services(
         yield services
     finally:
         await runner.cancel()
+        if freshness is not None:
+            await freshness.aclose()
         if chat is not None:
             await getattr(chat, "aclose", _noop)()
         await embedder.aclose()

@@ -13,10 +13,11 @@ from importlib import resources
 
 import asyncpg
 
-from db.errors import EmbeddingModelMismatch
+from db.errors import DatabaseError, EmbeddingModelMismatch
 
 logger = logging.getLogger(__name__)
 
+HNSW_MAX_DIMENSIONS = 2000  # pgvector: HNSW indexes `vector` columns of up to 2,000 dimensions
 MIGRATION_LOCK_KEY = 0x61736B646F6373  # "askdocs" in hex: one key for every askdocs process on a database
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -77,8 +78,11 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
 
 def _vector_ddl(dimension: int) -> list[str]:
     # The dimension is an int we validated, never user text; DDL can't take it as a $n parameter.
-    if not 0 < dimension <= 16000:
-        raise ValueError(f"embedding dimension {dimension} is out of range")
+    if not 0 < dimension <= HNSW_MAX_DIMENSIONS:
+        raise DatabaseError(
+            f"embedding dimension {dimension} is more than pgvector's HNSW index takes ({HNSW_MAX_DIMENSIONS}): "
+            "use a smaller model, e.g. EMBEDDING_MODEL=text-embedding-3-small (1536)"
+        )
     return [
         DROP_VECTOR_INDEX,
         f"ALTER TABLE chunks ALTER COLUMN embedding TYPE vector({dimension})",

@@ -28,6 +28,9 @@ ON CONFLICT (page_id) DO UPDATE
        restricted = EXCLUDED.restricted, checksum = EXCLUDED.checksum,
        last_modified = EXCLUDED.last_modified, status = EXCLUDED.status, synced_at = now()
 """
+# A full sync and an answer-time refresh may write the same page at once: one waits for the other, or both
+# would delete nothing new and collide on (page_id, chunk_index).
+LOCK_PAGE = "SELECT pg_advisory_xact_lock(hashtext('askdocs-page:' || $1))"
 DELETE_PAGE_CHUNKS = "DELETE FROM chunks WHERE page_id = $1"
 # Title and headings weigh more than body text in keyword search.
 INSERT_CHUNK = """
@@ -48,7 +51,6 @@ PAGE_BY_ID = """
 SELECT page_id, space_key, title, url, version, checksum, ancestors, labels, restricted, last_modified, status
   FROM pages WHERE page_id = $1
 """
-PAGE_CHUNK_HASHES = "SELECT content_hash FROM chunks WHERE page_id = $1 ORDER BY chunk_index"
 
 
 async def upsert_space(
@@ -71,6 +73,11 @@ async def embeddings_by_hash(conn: asyncpg.Connection, hashes: Sequence[str]) ->
         return {}
     rows = await conn.fetch(EMBEDDINGS_BY_HASH, list(hashes))
     return {r["content_hash"]: r["embedding"] for r in rows}
+
+
+async def lock_page(conn: asyncpg.Connection, page_id: str) -> None:
+    """Serialise writers of one page until the caller's transaction ends."""
+    await conn.execute(LOCK_PAGE, page_id)
 
 
 async def upsert_page(conn: asyncpg.Connection, page: PageRecord) -> None:
@@ -113,6 +120,3 @@ async def page_by_id(conn: asyncpg.Connection, page_id: str) -> PageRecord | Non
         status=row["status"],
     )
 
-
-async def page_chunk_hashes(conn: asyncpg.Connection, page_id: str) -> list[str]:
-    return [r["content_hash"] for r in await conn.fetch(PAGE_CHUNK_HASHES, page_id)]

@@ -38,6 +38,7 @@ class SyncStore:
     async def save_page(self, page: PageRecord, chunks: Sequence[StoredChunk]) -> None:
         """Write the page row, its checksum and all its chunks together, or nothing at all."""
         async with self._pool.acquire() as conn, conn.transaction():
+            await pages.lock_page(conn, page.page_id)
             await pages.upsert_page(conn, page)
             await pages.replace_chunks(conn, page, chunks)
 

@@ -21,7 +21,8 @@ from tests.wiki import add_samples
 
 API_KEY = "api-key-for-tests-0123456789"
 QUESTION = "When is the staging database rebuilt?"
-ANSWER_KEYS = {"answer", "sources", "latency_ms", "refused", "closest", "chunks_used", "query_id", "mode", "note"}
+ANSWER_KEYS = {"answer", "sources", "latency_ms", "refused", "closest", "chunks_used", "query_id", "mode", "note",
+               "truncated"}
 SAMPLE_PATTERN = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+-]+$|^-?Inf$")
 
 MakeSettings = Callable[..., Settings]

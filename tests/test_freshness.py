@@ -52,3 +52,19 @@ async def test_an_unreachable_confluence_never_holds_up_the_answer(services, con
     reviewed = await services.freshness.review(answer)
     assert not reviewed.report.checked and reviewed.answer == answer
     assert sample("staging_environment")
+
+
+async def test_a_page_merely_missing_from_a_version_check_is_not_deleted(services, confluence) -> None:
+    add_samples(confluence)
+    await services.sync.run(spaces=["ENG"], trigger="cli")
+    answer = await services.engine.answer("When is the staging database rebuilt?")
+    assert services.freshness is not None
+    # The batched check leaves the page out (as a rebuilding search index does), but the page is there.
+    confluence.fail_next(1, status=503, path_contains="/api/v2/pages?id")
+    cited = answer.sources[0]
+    versions = await services.freshness.current_versions([cited.page_id])
+    reviewed = await services.freshness.review(answer) if versions is not None else None
+    assert reviewed is None or reviewed.report.vanished == []
+    assert await services.freshness.confirm_gone([cited.page_id]) == set()
+    async with services.database.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM pages WHERE page_id = $1", cited.page_id) == 1

@@ -14,8 +14,9 @@ import sys
 from importlib import resources
 from typing import Any
 
-from bot.commands import EXIT_OK, EXIT_PARTIAL, ProgressBar, format_answer, summary_lines
+from bot.commands import ProgressBar, format_answer, summary_lines
 from bot.demo.confluence_server import ConfluenceEmulator
+from bot.exit_codes import EXIT_OK, EXIT_PARTIAL
 from bot.services import build_services
 from bot.settings import Settings
 from bot.sync_runner import AlreadyRunning

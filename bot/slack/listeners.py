@@ -104,6 +104,8 @@ class LiveMessage:
             await self._update(blocks.streaming(partial_markdown))
         except SlackApiError as error:  # a missed intermediate edit is harmless; the final one matters
             logger.warning("streaming update of %s/%s failed: %s", self.channel, self.ts, slack_error(error))
+        except (OSError, TimeoutError) as error:  # a network hiccup, likewise
+            logger.warning("streaming update of %s/%s failed: %s", self.channel, self.ts, error)
 
     async def finish(self, message: blocks.Message) -> None:
         if self._edited:
@@ -298,8 +300,11 @@ class SlackListeners:
                     question, history=history, spaces=spaces, on_delta=live.stream, context=context,
                 )
             if self._services.freshness is not None:
-                reviewed = await self._services.freshness.review(result)
-                result, refresh = reviewed.answer, reviewed.refresh
+                try:
+                    reviewed = await self._services.freshness.review(result)
+                    result, refresh = reviewed.answer, reviewed.refresh
+                except Exception:  # the answer still goes out, unreviewed
+                    logger.exception("freshness check failed in %s/%s [ref %s]", channel, thread_ts, new_ref())
             message = blocks.answer(result)
         except QuestionError as error:
             message = blocks.problem(str(error))
