@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 # Where each embedding model's cosine similarities put "no evidence" and "clearly relevant".
 EVIDENCE_BY_MODEL = {
-    "all-MiniLM-L6-v2": EvidencePolicy(refuse_below=0.30, confident_above=0.45, min_term_coverage=0.6),
+    "all-MiniLM-L6-v2": EvidencePolicy(refuse_below=0.35, confident_above=0.45, min_term_coverage=0.5),
     "text-embedding-3-small": EvidencePolicy(refuse_below=0.20, confident_above=0.45),
 }
 

@@ -58,7 +58,7 @@ def test_fusion_lets_keywords_break_near_ties_and_recency_only_exact_ties() -> N
     fused = [h.chunk_id for h in fuse([
         cand(1, 0.62, None, 900),  # best vector match, no keyword match
         cand(2, 0.60, 1, 900),     # a hair behind, but it has the question's words: wins
-        cand(3, 0.40, 1, 0),       # keyword match can't lift a clearly weaker semantic match
+        cand(3, 0.35, 1, 0),       # keyword match can't lift a clearly weaker semantic match
         cand(4, 0.50, None, 0),    # exact tie with 5 on relevance: the fresher page first
         cand(5, 0.50, None, 900),
     ], now=now)]
