@@ -376,7 +376,8 @@ async def production_plan(conn: asyncpg.Connection, vector: np.ndarray, keywords
     """EXPLAIN of the production hybrid query with the settings and parameters hybrid_candidates uses."""
     async with conn.transaction():
         await conn.execute(SET_SEARCH_PARAMETERS, str(EF_SEARCH))
-        rows = await conn.fetch("EXPLAIN " + HYBRID_CANDIDATES, vector, None, 40, keywords)
+        rows = await conn.fetch("EXPLAIN " + HYBRID_CANDIDATES, vector, None, 40, keywords,
+                                DISTINCTIVE_MIN_CHUNKS, DISTINCTIVE_MAX_SHARE)
     return "\n".join(r[0] for r in rows)
 
 
