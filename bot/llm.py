@@ -14,9 +14,8 @@ from typing import Literal, Protocol
 
 import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from ingest.openai_errors import backoff_wait_s, describe, is_retryable
+from ingest.openai_errors import describe, is_retryable, retrying
 
 logger = logging.getLogger(__name__)
 
@@ -125,12 +124,9 @@ class OpenAIChat:
         payload = [to_param(m) for m in messages]
         attempt = 0
         try:
-            async for attempt_state in AsyncRetrying(
-                stop=stop_after_attempt(self._attempts),
-                wait=self._wait_s,
-                retry=retry_if_exception(is_retryable),
-                before_sleep=self._log_retry,
-                reraise=True,
+            async for attempt_state in retrying(
+                what=f"chat model {self._model}", attempts=self._attempts, base_delay_s=self._base_delay_s,
+                max_delay_s=self._max_delay_s, timeout_s=self._timeout_s, log=logger,
             ):
                 with attempt_state:
                     attempt = attempt_state.retry_state.attempt_number
@@ -156,17 +152,8 @@ class OpenAIChat:
             ) from None
         raise AssertionError("unreachable: AsyncRetrying either returns or raises")
 
-    def _wait_s(self, state: RetryCallState) -> float:
-        return backoff_wait_s(state, base_delay_s=self._base_delay_s, max_delay_s=self._max_delay_s)
 
-    def _log_retry(self, state: RetryCallState) -> None:
-        err = state.outcome.exception() if state.outcome is not None else None
-        reason = describe(err, timeout_s=self._timeout_s)[0] if err is not None else "?"
-        sleep_s = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.warning(
-            "chat model %s failed (%s), attempt %d of %d, retrying in %.2f s",
-            self._model, reason, state.attempt_number, self._attempts, sleep_s,
-        )
+
 
 
 def to_param(message: ChatMessage) -> ChatCompletionMessageParam:

@@ -5,11 +5,12 @@ Shared by the embedder (ingest) and the chat model (bot) so both retry and repor
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Final
 
 import openai
-from tenacity import RetryCallState
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -63,3 +64,24 @@ def backoff_wait_s(state: RetryCallState, *, base_delay_s: float, max_delay_s: f
     if hint is not None:
         wait = max(wait, hint)
     return min(max(wait, 0.0), max_delay_s)
+
+
+def retrying(
+    *, what: str, attempts: int, base_delay_s: float, max_delay_s: float, timeout_s: float, log: logging.Logger
+) -> AsyncRetrying:
+    """The retry loop both OpenAI callers use: bounded attempts, backoff with jitter, one warning per retry."""
+
+    def log_retry(state: RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome is not None else None
+        reason = describe(err, timeout_s=timeout_s)[0] if err is not None else "?"
+        sleep_s = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning("%s failed (%s), attempt %d of %d, retrying in %.2f s",
+                    what, reason, state.attempt_number, attempts, sleep_s)
+
+    return AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=lambda state: backoff_wait_s(state, base_delay_s=base_delay_s, max_delay_s=max_delay_s),
+        retry=retry_if_exception(is_retryable),
+        before_sleep=log_retry,
+        reraise=True,
+    )

@@ -14,10 +14,9 @@ from types import MappingProxyType
 from typing import Final
 
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from ingest.embedders import EmbeddingError
-from ingest.openai_errors import backoff_wait_s, describe, is_retryable
+from ingest.openai_errors import describe, is_retryable, retrying
 from ingest.tokens import TiktokenTokenizer
 
 logger = logging.getLogger(__name__)
@@ -138,29 +137,16 @@ class OpenAIEmbedder:
             batches.append(current)
         return batches
 
-    def _wait_s(self, state: RetryCallState) -> float:
-        return backoff_wait_s(state, base_delay_s=self._base_delay_s, max_delay_s=self._max_delay_s)
 
-    def _log_retry(self, state: RetryCallState) -> None:
-        err = state.outcome.exception() if state.outcome is not None else None
-        reason, _ = describe(err, timeout_s=self._timeout_s) if err is not None else ("?", None)
-        sleep_s = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.warning(
-            "embedding request failed (%s), attempt %d of %d, retrying in %.2f s",
-            reason, state.attempt_number, self._attempts, sleep_s,
-        )
 
     async def _request(self, batch: list[str]) -> list[list[float]]:
         """One embeddings call with retries; returns normalised vectors in input order."""
         dimensions = self._dimension if self._send_dimensions and self._dimension else openai.omit
         attempt = 0
         try:
-            async for attempt_state in AsyncRetrying(
-                stop=stop_after_attempt(self._attempts),
-                wait=self._wait_s,
-                retry=retry_if_exception(is_retryable),
-                before_sleep=self._log_retry,
-                reraise=True,
+            async for attempt_state in retrying(
+                what="embedding request", attempts=self._attempts, base_delay_s=self._base_delay_s,
+                max_delay_s=self._max_delay_s, timeout_s=self._timeout_s, log=logger,
             ):
                 with attempt_state:
                     attempt = attempt_state.retry_state.attempt_number
