@@ -90,15 +90,6 @@ def remap_citations(answer: str, mapping: dict[int, int]) -> str:
     return _REPEATED_CITATION.sub(r"\1", _SPACED_CITATION.sub(replace, answer)).strip()
 
 
-def renumber_citations(answer: str, available: int) -> tuple[str, list[int]]:
-    """Renumber `[n]` by first citation; drop citations to sources that don't exist.
-
-    Returns the new text and, for each new number (1-based, in order), the old source number.
-    """
-    order = [n for n in cited_numbers(answer) if 1 <= n <= available]
-    mapping = {old: new for new, old in enumerate(order, start=1)}
-    return remap_citations(answer, mapping), order
-
 
 def is_refusal(answer: str) -> bool:
     text = answer.strip().lower()
