@@ -331,6 +331,12 @@ class ApiHandlers:
         except Exception:
             self._count_error("internal")
             raise
+        if self._services.freshness is not None:
+            answer = await self._services.freshness.fresh_answer(
+                answer, lambda: self._services.engine.answer(
+                    asked.question, spaces=asked.spaces or None, context=AskContext(surface="api")),
+                wait_s=10.0,
+            )
         metrics = self._services.metrics
         metrics.observe("askdocs_question_seconds", time.monotonic() - started,
                         help="Time to answer a question")

@@ -96,22 +96,17 @@ def format_answer(answer: Answer) -> str:
 
 async def ask_once(settings: Settings, question: str, spaces: list[str], *, as_json: bool) -> int:
     async with build_services(settings) as services:
+
+        async def ask() -> Answer:
+            return await services.engine.answer(question, spaces=spaces or None, context=AskContext(surface="cli"))
+
         try:
-            answer = await services.engine.answer(
-                question, spaces=spaces or None, context=AskContext(surface="cli")
-            )
+            answer = await ask()
         except QuestionError as error:
             print(f"askdocs ask: {error}", file=sys.stderr)
             return EXIT_CONFIG
         if services.freshness is not None:
-            reviewed = await services.freshness.review(answer)
-            answer = reviewed.answer
-            if reviewed.refresh is not None:
-                # A cited page changed since it was indexed: re-index it and answer again.
-                await reviewed.refresh
-                answer = await services.engine.answer(
-                    question, spaces=spaces or None, context=AskContext(surface="cli")
-                )
+            answer = await services.freshness.fresh_answer(answer, ask)
     if as_json:
         print(json.dumps(answer.to_json(), indent=2, ensure_ascii=False))
     else:

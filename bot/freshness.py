@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from bot.answer import Answer, Source
@@ -135,6 +135,24 @@ class FreshnessChecker:
 
         task.add_done_callback(forget)
         return task
+
+    async def fresh_answer(
+        self, answer: Answer, ask_again: Callable[[], Awaitable[Answer]], *, wait_s: float = 30.0
+    ) -> Answer:
+        """For callers that answer once (CLI, API): a stale citation is re-indexed, then the question asked
+        again; if that takes longer than `wait_s`, the flagged answer goes out as it is."""
+        try:
+            reviewed = await self.review(answer)
+        except Exception as error:  # the answer still goes out, unreviewed
+            logger.warning("freshness check failed: %s", error)
+            return answer
+        if reviewed.refresh is None:
+            return reviewed.answer
+        try:
+            await asyncio.wait_for(asyncio.shield(reviewed.refresh), wait_s)
+        except TimeoutError:
+            return reviewed.answer
+        return await ask_again()
 
     async def review(self, answer: Answer) -> Reviewed:
         if not answer.sources:

@@ -68,3 +68,16 @@ async def test_a_page_merely_missing_from_a_version_check_is_not_deleted(service
     assert await services.freshness.confirm_gone([cited.page_id]) == set()
     async with services.database.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM pages WHERE page_id = $1", cited.page_id) == 1
+
+
+async def test_the_api_and_cli_path_answers_again_after_refreshing_a_stale_page(services, confluence) -> None:
+    add_samples(confluence)
+    await services.sync.run(spaces=["ENG"], trigger="cli")
+    question = "When is the staging database rebuilt?"
+    answer = await services.engine.answer(question)
+    cited = answer.sources[0]
+    confluence.edit_page(cited.page_id, body=confluence.pages[cited.page_id].body.replace(
+        "every Sunday at 02:00 UTC", "every Friday at 20:00 UTC"))
+    assert services.freshness is not None
+    fresh = await services.freshness.fresh_answer(answer, lambda: services.engine.answer(question))
+    assert "Friday at 20:00 UTC" in fresh.text  # the edited page, re-indexed and quoted
