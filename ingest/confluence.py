@@ -34,10 +34,12 @@ logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 
-# Everything fetch_page needs in one v1 request (restrictions: who may read the page itself).
+# Everything fetch_page needs in one v1 request. Read restrictions of the page and of its ancestors: a page
+# under a restricted parent is as hidden as the parent, though its own restrictions are empty.
 PAGE_EXPAND = (
     "body.storage,version,ancestors,metadata.labels,space,history.lastUpdated,"
-    "restrictions.read.restrictions.user,restrictions.read.restrictions.group"
+    "restrictions.read.restrictions.user,restrictions.read.restrictions.group,"
+    "ancestors.restrictions.read.restrictions.user,ancestors.restrictions.read.restrictions.group"
 )
 V2_MAX_LIMIT = 250  # Confluence Cloud REST v2: `limit` accepts 1..250
 V1_MAX_LIMIT = 100  # v1 caps result pages at 100 (less when bodies are expanded)
@@ -52,6 +54,12 @@ class RetryPolicy:
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
     max_retry_after_s: float = 120.0  # Retry-After: 9223372036854775807 has been seen in the wild
+
+
+def _read_restricted(content: JSON) -> bool:
+    """Whether a content object's expanded read restrictions name any user or group."""
+    restrictions = content.get("restrictions", {}).get("read", {}).get("restrictions", {})
+    return any(restrictions.get(kind, {}).get("results") for kind in ("user", "group"))
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -231,8 +239,7 @@ class ConfluenceClient:
             raise
         links = data.get("_links", {})
         labels = data.get("metadata", {}).get("labels", {}).get("results", [])
-        restrictions = data.get("restrictions", {}).get("read", {}).get("restrictions", {})
-        restricted = any(restrictions.get(kind, {}).get("results") for kind in ("user", "group"))
+        restricted = _read_restricted(data) or any(_read_restricted(a) for a in data.get("ancestors", []))
         version = data.get("version", {})
         when = version.get("when") or data.get("history", {}).get("lastUpdated", {}).get("when")
         return Page(

@@ -210,3 +210,15 @@ async def test_failed_pages_are_reported_with_a_working_link(confluence, openai_
     outcome = await sync(services)
     [failure] = outcome.report.failures
     assert failure.url.startswith(confluence.base_url) and page_id in failure.url
+
+
+async def test_a_page_under_a_restricted_parent_stays_out(confluence, services) -> None:
+    add_samples(confluence)
+    confluence.add_page("ENG", "Management", "<p>Leadership notes.</p>", restricted=True)
+    child = confluence.add_page("ENG", "Reorg plan", "<p>The platform team merges into infra in Q3.</p>",
+                                parent_title="Management")
+    outcome = await sync(services)
+    assert outcome.report.pages_skipped == 2
+    assert await chunk_texts(services, child) == []
+    answer = await services.engine.answer("When does the platform team merge into infra?")
+    assert child not in {s.page_id for s in answer.sources + answer.closest}

@@ -462,21 +462,28 @@ class ConfluenceEmulator:
                 parent = self.pages.get(parent.parent_id or "")
             item["ancestors"] = [{"id": a.page_id, "type": "page", "status": a.status, "title": a.title}
                                  for a in chain]
+            if any(e.startswith("ancestors.restrictions.read") for e in expand):
+                for entry, ancestor in zip(item["ancestors"], chain, strict=True):
+                    entry["restrictions"] = self._read_restrictions(ancestor)
         if "metadata.labels" in expand:
             labels = [{"prefix": "global", "name": n, "id": str(i + 1), "label": n}
                       for i, n in enumerate(page.labels)]
             item["metadata"] = {"labels": {"results": labels, "start": 0, "limit": 200, "size": len(labels)}}
         if any(e.startswith("restrictions.read") for e in expand):
-            users = [_OWNER] if page.restricted else []
-            item["restrictions"] = {"read": {"operation": "read", "restrictions": {
-                "user": {"results": users, "start": 0, "limit": 200, "size": len(users)},
-                "group": {"results": [], "start": 0, "limit": 200, "size": 0}}}}
+            item["restrictions"] = self._read_restrictions(page)
         if "body.storage" in expand:
             item["body"] = {"storage": {"value": page.body, "representation": "storage"}}
             self.bodies_served += 1
         if request.match_info.get("page_id"):
             item["_links"].update({"base": base, "context": context})
         return item
+
+    @staticmethod
+    def _read_restrictions(page: EmulatedPage) -> JSON:
+        users = [_OWNER] if page.restricted else []
+        return {"read": {"operation": "read", "restrictions": {
+            "user": {"results": users, "start": 0, "limit": 200, "size": len(users)},
+            "group": {"results": [], "start": 0, "limit": 200, "size": 0}}}}
 
     def _v1_list(self, request: web.Request, pages: list[EmulatedPage], *, listing: bool) -> web.Response:
         """One `start`/`limit` page (Cloud search also hands out a cursor) with `_links.next`."""
