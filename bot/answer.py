@@ -17,6 +17,7 @@ import asyncpg
 from bot import prompts
 from bot.extractive import extractive_answer
 from bot.llm import ChatModel, ChatModelError
+from bot.metrics import Metrics
 from bot.prompts import Turn
 from bot.ranking import (
     EvidencePolicy,
@@ -161,6 +162,7 @@ class AnswerEngine:
         ranking: RankingPolicy = RankingPolicy(),
         evidence: EvidencePolicy = EvidencePolicy(),
         candidates_per_leg: int = 40,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pool = pool
         self._embedder = embedder
@@ -168,6 +170,7 @@ class AnswerEngine:
         self._ranking = ranking
         self._evidence = evidence
         self._candidates_per_leg = candidates_per_leg
+        self._metrics = metrics
 
     @property
     def mode(self) -> str:
@@ -233,6 +236,11 @@ class AnswerEngine:
             truncated=truncated, note=note,
         )
         query_id = await self._log(result, context)
+        if self._metrics is not None:  # every surface: Slack, API, CLI
+            self._metrics.observe("askdocs_question_seconds", time.monotonic() - started,
+                                  help="Time to answer a question")
+            self._metrics.inc("askdocs_questions_total", help="Questions answered, by surface and outcome",
+                              surface=context.surface, outcome="refused" if refused else "answered")
         return Answer(**{**result.__dict__, "query_id": query_id})
 
     async def _generate(self, question: str, hits: Sequence[SearchHit], on_delta: DeltaCallback | None) -> str:

@@ -13,7 +13,6 @@ import asyncio
 import hmac
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -314,7 +313,6 @@ class ApiHandlers:
         except ApiError:
             self._count_error("bad_request")
             raise
-        started = time.monotonic()
         try:
             answer = await self._services.engine.answer(
                 asked.question, spaces=asked.spaces or None, context=AskContext(surface="api")
@@ -337,11 +335,6 @@ class ApiHandlers:
                     asked.question, spaces=asked.spaces or None, context=AskContext(surface="api")),
                 wait_s=10.0,
             )
-        metrics = self._services.metrics
-        metrics.observe("askdocs_question_seconds", time.monotonic() - started,
-                        help="Time to answer a question")
-        metrics.inc("askdocs_questions_total", help="Questions answered, by surface and outcome",
-                    surface="api", outcome="refused" if answer.refused else "answered")
         return web.json_response(answer.to_json(), dumps=dumps)
 
     async def start_sync(self, request: web.Request) -> web.Response:

@@ -111,7 +111,8 @@ async def build_services(
     chat = build_chat(settings)
     metrics = Metrics()
     engine = AnswerEngine(
-        pool=database.pool, embedder=embedder, chat=chat, evidence=evidence_policy(embedder.model_name)
+        pool=database.pool, embedder=embedder, chat=chat, evidence=evidence_policy(embedder.model_name),
+        metrics=metrics,
     )
     runner = SyncRunner(
         pool=database.pool, embedder=embedder,

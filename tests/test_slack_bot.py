@@ -562,3 +562,13 @@ async def test_events_are_authorized_without_an_auth_test_call_each(stack: Stack
     for ts in threads:
         await final_answer(slack, "C1", ts, since=since)
     assert [c for c in slack.calls[since:] if c.method == "auth.test"] == []
+
+
+async def test_slack_questions_show_in_metrics(stack: Stack) -> None:
+    slack = stack.slack
+    since = len(slack.calls)
+    _, ts = await slack.mention(VPN_QUESTION)
+    await final_answer(slack, "C1", ts, since=since)
+    rendered = stack.services.metrics.render()
+    assert 'askdocs_questions_total{outcome="answered",surface="slack"}' in rendered
+    assert "askdocs_question_seconds_count" in rendered
