@@ -43,10 +43,9 @@ class RunOutcome:
     failed_spaces: dict[str, str] = field(default_factory=dict)
 
     def counters(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self.report)
-        data.pop("failures")
-        data["duration_s"] = round(self.duration_s, 3)
-        data["failed_spaces"] = self.failed_spaces
+        """The run's counters, without the failure count (callers list the failures themselves)."""
+        data = run_counters(self.report, self.duration_s, self.failed_spaces)
+        del data["failures"]
         return data
 
 
@@ -286,9 +285,14 @@ class SyncRunner:
         return float(counters["duration_s"])
 
 
-def _counters(report: SyncReport, started: float, failed_spaces: dict[str, str]) -> dict[str, Any]:
+def run_counters(report: SyncReport, duration_s: float, failed_spaces: dict[str, str]) -> dict[str, Any]:
+    """What a run row records: the report's counters, the number of failures, duration and failed spaces."""
     data = dataclasses.asdict(report)
     data["failures"] = len(report.failures)
-    data["duration_s"] = round(time.monotonic() - started, 3)
+    data["duration_s"] = round(duration_s, 3)
     data["failed_spaces"] = failed_spaces
     return data
+
+
+def _counters(report: SyncReport, started: float, failed_spaces: dict[str, str]) -> dict[str, Any]:
+    return run_counters(report, time.monotonic() - started, failed_spaces)
