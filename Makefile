@@ -22,9 +22,11 @@ test: install
 demo: install
 	$(BIN)/askdocs demo
 
+# ruff, mypy strict, and the layer contract (pyproject.toml [tool.importlinter]).
 lint: install
 	$(BIN)/ruff check bot ingest db tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python -m bench

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench import corpus
 from bench.harness import CACHE_DIR
-from bot.demo.confluence_server import ConfluenceEmulator
+from bot.demo.confluence import SampleConfluence as ConfluenceEmulator
 
 MANUAL_JSONL = CACHE_DIR / "pg-manual.jsonl"
 DEMO_JSONL = Path(__file__).resolve().parent.parent / "bot" / "demo" / "pages.jsonl"

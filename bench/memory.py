@@ -32,8 +32,8 @@ from typing import Any
 import aiohttp
 
 from bench.harness import append_result, machine_line, prepare_environment, table
-from bot.demo.confluence_server import ConfluenceEmulator
-from bot.demo.run import DEMO_SPACE, load_demo_pages, populate
+from bot.demo.confluence import SampleConfluence as ConfluenceEmulator
+from bot.demo.space import DEMO_SPACE, load_demo_pages, populate
 from tests.emulators.openai import OpenAIEmulator
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,9 +4,9 @@ The manual is synced through the product's path (ConfluenceEmulator → SyncRunn
 sized with MiniLM's own tokenizer) into a database cached in bench/.cache/, so a rerun only re-lists the
 space. For each of the 136 answerable questions, db.search.hybrid_candidates runs once (40 per leg, as the
 answer engine asks) and its candidates are ranked three ways: by vector_rank alone, by keyword_rank alone,
-and by bot.ranking.rank (the production fusion). A hit is a chunk of any answer page in the ranked list of
+and by bot.answering.ranking.rank (the production fusion). A hit is a chunk of any answer page in the ranked list of
 distinct pages: hit@1, hit@5 and MRR@10. The 16 unanswerable questions test the refusal rule of
-bot/services.py (evidence_policy("all-MiniLM-L6-v2") with bot.ranking.has_enough_evidence).
+bot/services.py (evidence_policy("all-MiniLM-L6-v2") with bot.answering.ranking.has_enough_evidence).
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from typing import Any
 
 from bench.harness import CACHE_DIR, append_result, bench_database, machine_line, prepare_environment, table
 from bench.manual import SPACE_KEY, CorpusMissing, Page, manual_pages, serve_pages
-from bot.demo.confluence_server import ConfluenceEmulator
-from bot.ranking import (
+from bot.answering.ranking import (
     EvidencePolicy,
     RankingPolicy,
     has_enough_evidence,
@@ -36,10 +35,12 @@ from bot.ranking import (
     rank,
     top_similarity,
 )
+from bot.demo.confluence import SampleConfluence as ConfluenceEmulator
+from bot.operations.sync_runner import RunOutcome
 from bot.services import Services, build_services, evidence_policy
 from bot.settings import load_settings
-from bot.sync_runner import RunOutcome
-from db.search import Candidate, hybrid_candidates
+from db.models import SearchHit
+from db.search import hybrid_candidates
 from ingest.embedders.local import LocalEmbedder
 from ingest.sync import Progress
 
@@ -95,15 +96,15 @@ def distinct_pages(ordered: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(ordered))
 
 
-def by_leg(candidates: Sequence[Candidate], leg: str) -> list[str]:
+def by_leg(candidates: Sequence[SearchHit], leg: str) -> list[str]:
     """Page ids in the order of one leg's rank (candidates that leg didn't find are left out)."""
     ranked = [c for c in candidates if getattr(c, leg) is not None]
     ranked.sort(key=lambda c: (getattr(c, leg), c.chunk_id))
     return distinct_pages([c.page_id for c in ranked])
 
 
-def by_fusion(candidates: Sequence[Candidate], now: datetime, policy: RankingPolicy = RankingPolicy()) -> list[str]:
-    """Page ids in bot.ranking.rank's order; top_k is opened up so the list is deep enough for hit@5/MRR
+def by_fusion(candidates: Sequence[SearchHit], now: datetime, policy: RankingPolicy = RankingPolicy()) -> list[str]:
+    """Page ids in bot.answering.ranking.rank's order; top_k is opened up so the list is deep enough for hit@5/MRR
     (the per-page cap and the order of the first pages are production's)."""
     policy = dataclasses.replace(policy, top_k=max(len(candidates), 1))
     return distinct_pages([h.page_id for h in rank(candidates, policy=policy, now=now)])
@@ -155,7 +156,7 @@ async def sync_manual(services: Services) -> RunOutcome:
 class Searched:
     question: Question
     answers: set[str]
-    candidates: list[Candidate]
+    candidates: list[SearchHit]
 
 
 async def search_all(services: Services, questions: Sequence[Question]) -> list[Searched]:
@@ -212,7 +213,7 @@ def refusals(searched: Sequence[Searched], policy: EvidencePolicy, now: datetime
 
 
 def weight_sweep(searched: Sequence[Searched], now: datetime) -> list[Quality]:
-    """The fusion with the keyword leg weighted down (bot.ranking.RankingPolicy.keyword_weight)."""
+    """The fusion with the keyword leg weighted down (bot.answering.ranking.RankingPolicy.keyword_weight)."""
     out = []
     for weight in KEYWORD_WEIGHTS:
         policy = RankingPolicy(keyword_weight=weight)

@@ -36,7 +36,7 @@ from bench import retrieval
 from bench.convert import breadcrumbs
 from bench.harness import Stopwatch, append_result, bench_database, machine_line, prepare_environment, table
 from bench.manual import CorpusMissing, manual_pages
-from bot.ranking import keyword_query
+from bot.answering.ranking import keyword_query
 from db.connect import open_database
 from db.search import (
     DISTINCTIVE_MAX_SHARE,

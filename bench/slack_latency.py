@@ -46,13 +46,13 @@ from bench.harness import (
     prepare_environment,
     table,
 )
-from bot.demo.confluence_server import ConfluenceEmulator
-from bot.demo.run import DEMO_SPACE, load_demo_pages, populate
+from bot.demo.confluence import SampleConfluence as ConfluenceEmulator
+from bot.demo.space import DEMO_SPACE, load_demo_pages, populate
+from bot.operations.sync_runner import RunOutcome, StartedRun
 from bot.services import Services, build_services
 from bot.settings import load_settings
 from bot.slack import blocks
 from bot.slack.app import SlackBot
-from bot.sync_runner import RunOutcome, StartedRun
 from ingest.sync import Progress
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator

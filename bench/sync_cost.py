@@ -36,10 +36,10 @@ from bench.harness import (
 )
 from bench.manual import SPACE_KEY, CorpusMissing, Page, manual_pages, serve_pages
 from bench.seed_baseline import SeedSync, chunk_like_sync
-from bot.demo.confluence_server import ConfluenceEmulator
+from bot.demo.confluence import SampleConfluence as ConfluenceEmulator
+from bot.operations.sync_runner import RunOutcome
 from bot.services import Services, build_services
 from bot.settings import load_settings
-from bot.sync_runner import RunOutcome
 from ingest.embedders.openai import OpenAIEmbedder
 from ingest.storage_format import content_checksum, to_sections
 from ingest.sync import SyncOptions

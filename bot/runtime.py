@@ -15,9 +15,8 @@ from typing import Protocol
 
 from aiohttp import web
 
-from bot.api import build_api
-from bot.exit_codes import EXIT_OK, EXIT_PARTIAL
-from bot.scheduler import SyncScheduler
+from bot.http.api import build_api
+from bot.operations.scheduler import SyncScheduler
 from bot.services import Services, build_services
 from bot.settings import Settings, SettingsError
 from db.connect import describe_dsn
@@ -25,7 +24,6 @@ from ingest.errors import safe_url
 
 logger = logging.getLogger(__name__)
 
-EXIT_SLACK_FAILED = EXIT_PARTIAL  # the API and scheduler ran, Slack never connected
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Handlers still running when the listener closes get this long to finish before they are cancelled.
 API_SHUTDOWN_TIMEOUT_S = 5.0
@@ -130,7 +128,8 @@ def build_scheduler(settings: Settings, services: Services) -> SyncScheduler | N
     if not settings.confluence_configured or not settings.confluence_spaces:
         logger.warning("scheduled sync off: set CONFLUENCE_BASE_URL, its credentials and CONFLUENCE_SPACES")
         return None
-    return SyncScheduler(services, interval_hours=settings.sync_interval_hours)
+    return SyncScheduler(services.sync, services.database.pool, spaces=settings.confluence_spaces,
+                         interval_hours=settings.sync_interval_hours)
 
 
 def build_slack(services: Services, scheduler: SyncScheduler | None) -> Bot:
@@ -140,8 +139,8 @@ def build_slack(services: Services, scheduler: SyncScheduler | None) -> Bot:
     return bot
 
 
-async def run_forever(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
-    """Serve until SIGTERM/SIGINT (or `stop` is set); 0 after a clean shutdown."""
+async def run_forever(settings: Settings, *, stop: asyncio.Event | None = None) -> bool:
+    """Serve until SIGTERM/SIGINT (or `stop` is set); False when Slack was configured but never connected."""
     stop = stop or asyncio.Event()
     installed = install_signal_handlers(stop)
     try:
@@ -156,20 +155,20 @@ async def run_forever(settings: Settings, *, stop: asyncio.Event | None = None) 
         logger.info("askdocs stopped")
 
 
-async def serve(settings: Settings, services: Services, stop: asyncio.Event) -> int:
+async def serve(settings: Settings, services: Services, stop: asyncio.Event) -> bool:
     scheduler = build_scheduler(settings, services)
     next_sync_at = scheduler.next_run_at if scheduler else None
     api = await serve_api(build_api(services, next_sync_at=next_sync_at), host=api_host(settings),
                           port=settings.api_port)
     slack = build_slack(services, scheduler) if settings.slack_configured else None
-    code = EXIT_OK
+    slack_connected = True
     try:
         if slack is not None:
             try:
                 await slack.start()
             except Exception as error:
                 logger.error("could not connect to Slack: %s: %s", type(error).__name__, error)
-                slack, code = None, EXIT_SLACK_FAILED
+                slack, slack_connected = None, False  # the API and scheduler ran; Slack never did
                 stop.set()
         if scheduler is not None and not stop.is_set():
             await scheduler.start()
@@ -178,7 +177,7 @@ async def serve(settings: Settings, services: Services, stop: asyncio.Event) -> 
         await stop.wait()
     finally:
         await shut_down(services, api=api, scheduler=scheduler, slack=slack)
-    return code
+    return slack_connected
 
 
 async def shut_down(

@@ -7,30 +7,19 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
-from bot.answer import AnswerEngine
-from bot.freshness import FreshnessChecker
-from bot.llm import ChatModel, OpenAIChat
-from bot.metrics import Metrics
-from bot.ranking import EvidencePolicy
+from bot.answering.chat import ChatModel, OpenAIChat
+from bot.answering.engine import AnswerEngine
+from bot.answering.freshness import FreshnessChecker
+from bot.answering.ranking import evidence_policy
+from bot.operations.metrics import Metrics
+from bot.operations.sync_runner import RunOutcome, SyncRunner
 from bot.settings import Settings, SettingsError
-from bot.sync_runner import RunOutcome, SyncRunner
 from db.connect import Database, open_database
 from ingest.confluence import ConfluenceClient, RetryPolicy
 from ingest.embedders import Embedder
 from ingest.sync import PageSource, SyncOptions
 
 logger = logging.getLogger(__name__)
-
-# Where each embedding model's cosine similarities put "no evidence" and "clearly relevant".
-EVIDENCE_BY_MODEL = {
-    "all-MiniLM-L6-v2": EvidencePolicy(refuse_below=0.35, confident_above=0.45, min_term_coverage=0.5),
-    "text-embedding-3-small": EvidencePolicy(refuse_below=0.20, confident_above=0.45),
-}
-
-
-def evidence_policy(model: str) -> EvidencePolicy:
-    return EVIDENCE_BY_MODEL.get(model, EvidencePolicy(refuse_below=0.15, confident_above=0.5))
-
 
 @dataclass
 class Services:
@@ -112,7 +101,7 @@ async def build_services(
     metrics = Metrics()
     engine = AnswerEngine(
         pool=database.pool, embedder=embedder, chat=chat, evidence=evidence_policy(embedder.model_name),
-        metrics=metrics,
+        observer=metrics,
     )
     runner = SyncRunner(
         pool=database.pool, embedder=embedder,
@@ -126,11 +115,7 @@ async def build_services(
     )
 
     async def count_run(outcome: RunOutcome) -> None:
-        metrics.inc("askdocs_sync_runs_total", help="Sync runs by final status", status=outcome.status)
-        metrics.observe("askdocs_sync_duration_seconds", outcome.duration_s, help="Sync run duration")
-        for name in ("pages_added", "pages_updated", "pages_deleted", "pages_failed", "chunks_embedded",
-                     "chunks_reused", "embedding_tokens", "bodies_fetched"):
-            metrics.inc(f"askdocs_sync_{name}_total", getattr(outcome.report, name))
+        metrics.sync_finished(status=outcome.status, seconds=outcome.duration_s, counters=outcome.counters())
 
     runner.on_finished(count_run)
     freshness = None

@@ -45,7 +45,8 @@ class PageRecord:
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One retrieved chunk with the page it belongs to and its fused score."""
+    """One retrieved chunk with its page: found by either search leg (rank None: not found by that leg),
+    scored by its similarity, then by ranking's fused score."""
 
     chunk_id: int
     page_id: str

@@ -7,11 +7,11 @@ doesn't starve it of rows (a plain HNSW scan filters after the index and can ret
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+from db.models import SearchHit
 
 # ef_search (pgvector's default is 40): recall@10 at 100k chunks was 0.901 / 0.949 / 0.974 at 40 / 100 / 200,
 # with a top-10 p95 of 2.5 / 3.5 / 5.1 ms (bench/search.py). 200 meets recall ≥ 0.95 for ~2 ms.
@@ -74,25 +74,6 @@ SELECT id FROM chunks WHERE $2::text[] IS NULL OR space_key = ANY($2::text[])
 """
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A chunk found by either leg, with its rank in each (None: not found by that leg)."""
-
-    chunk_id: int
-    page_id: str
-    space_key: str
-    title: str
-    url: str
-    breadcrumb: tuple[str, ...]
-    heading_path: tuple[str, ...]
-    content: str
-    similarity: float
-    vector_rank: int | None
-    keyword_rank: int | None
-    last_modified: datetime | None
-    version: int
-
-
 async def hybrid_candidates(
     conn: asyncpg.Connection,
     embedding: Any,
@@ -101,9 +82,10 @@ async def hybrid_candidates(
     spaces: Sequence[str] | None = None,
     limit: int = 40,
     ef_search: int = EF_SEARCH,
-) -> list[Candidate]:
-    """Up to `limit` chunks from each leg. `keyword_query` holds the question's words ('' skips the leg);
-    only its distinctive lexemes reach the keyword leg."""
+) -> list[SearchHit]:
+    """Up to `limit` chunks from each leg, scored by their cosine similarity (ranking fuses the legs later).
+
+    `keyword_query` holds the question's words ('' skips the leg); only its distinctive lexemes reach it."""
     async with conn.transaction():
         await conn.execute(SET_SEARCH_PARAMETERS, str(max(ef_search, limit)))
         rows = await conn.fetch(
@@ -111,11 +93,11 @@ async def hybrid_candidates(
             DISTINCTIVE_MIN_CHUNKS, DISTINCTIVE_MAX_SHARE,
         )
     return [
-        Candidate(
+        SearchHit(
             chunk_id=r["id"], page_id=r["page_id"], space_key=r["space_key"], title=r["title"], url=r["url"],
             breadcrumb=tuple(r["ancestors"]), heading_path=tuple(r["heading_path"]), content=r["content"],
-            similarity=float(r["similarity"]), vector_rank=r["vector_rank"], keyword_rank=r["keyword_rank"],
-            last_modified=r["last_modified"], version=r["version"],
+            score=float(r["similarity"]), vector_similarity=float(r["similarity"]), vector_rank=r["vector_rank"],
+            keyword_rank=r["keyword_rank"], last_modified=r["last_modified"], version=r["version"],
         )
         for r in rows
     ]

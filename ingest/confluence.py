@@ -4,6 +4,9 @@ Cloud (email + API token): basic auth under `/wiki`; REST v2 for spaces and list
 or the `Link` header, `limit` <= 250), v1 for CQL and body fetch. Data Center (personal access token): Bearer
 auth under `/rest/api`, v1 only, `start`/`limit` pages. Either way `_links.next` is followed verbatim: offsets
 are never computed (a loader that stops at the first 100 results is a known bug elsewhere).
+
+Over 400 lines on purpose: Cloud and Data Center, v1 and v2, share one retry loop and one pagination walker;
+splitting them apart would duplicate both.
 """
 
 from __future__ import annotations

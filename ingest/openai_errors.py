@@ -55,6 +55,14 @@ def describe(err: BaseException, *, timeout_s: float) -> tuple[str, int | None]:
     return type(err).__name__, None
 
 
+def failure_message(subject: str, err: BaseException, *, attempts: int, timeout_s: float) -> tuple[str, int | None]:
+    """"the language model is unavailable (HTTP 503) — tried 3 times" and the status, for the caller's error."""
+    reason, status = describe(err, timeout_s=timeout_s)
+    what = "is unavailable" if is_retryable(err) else "refused the request"
+    tries = f" — tried {attempts} times" if attempts > 1 else ""
+    return f"{subject} {what} ({reason}){tries}", status
+
+
 def backoff_wait_s(state: RetryCallState, *, base_delay_s: float, max_delay_s: float) -> float:
     """Exponential backoff with jitter, stretched to the server's Retry-After, never past the max."""
     base = min(max_delay_s, base_delay_s * 2.0 ** (state.attempt_number - 1))

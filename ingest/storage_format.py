@@ -3,6 +3,9 @@
 Pure: no I/O. The output is what a reader sees on the page, in a form that embeds and cites well: lists as
 "- item" lines, table rows that repeat their column headers, code fenced with ```, panels prefixed "Note:".
 Storage format reference: https://confluence.atlassian.com/doc/confluence-storage-format-790796544.html
+
+Over 400 lines on purpose: one walk over the soup with a handler per element and macro; the handlers share
+its state (heading path, current section), so they stay together.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +33,10 @@ class PageSource(Protocol):
     async def list_pages(self, space_key: str) -> list[PageRef]: ...
     async def fetch_page(self, page_id: str) -> Page: ...
     async def current_versions(self, page_ids: list[str]) -> dict[str, int | None]: ...
+
+
+SourceFactory = Callable[[], AbstractAsyncContextManager[PageSource]]
+"""A fresh Confluence client per use: its HTTP session lives as long as the context."""
 
 
 class PageStore(Protocol):
@@ -252,5 +257,12 @@ async def sync_space(
 
 
 __all__ = [
-    "ListingIncomplete", "PageSource", "PageStore", "Progress", "SyncOptions", "index_page", "sync_space",
+    "ListingIncomplete",
+    "PageSource",
+    "PageStore",
+    "Progress",
+    "SourceFactory",
+    "SyncOptions",
+    "index_page",
+    "sync_space",
 ]

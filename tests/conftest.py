@@ -91,7 +91,7 @@ FAST_RETRY = RetryPolicy(attempts=6, base_delay_s=0.01, max_delay_s=0.1, max_ret
 
 @pytest.fixture
 async def confluence() -> AsyncIterator[ConfluenceEmulator]:
-    from bot.demo.confluence_server import ConfluenceEmulator
+    from tests.emulators.confluence import ConfluenceEmulator
 
     async with ConfluenceEmulator(email="bot@example.com", api_token="confluence-secret-token") as emulator:
         yield emulator
@@ -140,5 +140,5 @@ async def services(make_settings):  # type: ignore[no-untyped-def]
 
 
 if False:  # pragma: no cover - names for type checkers only
-    from bot.demo.confluence_server import ConfluenceEmulator
+    from tests.emulators.confluence import ConfluenceEmulator
     from tests.emulators.openai import OpenAIEmulator

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bot.answer import AskContext, QuestionError
-from bot.prompts import REFUSAL, Turn
+from bot.answering.models import MAX_QUESTION_CHARS, AskContext, QuestionError, Turn
+from bot.answering.prompts import REFUSAL
 from bot.services import build_services
 from db import search
 from tests.wiki import add_samples
@@ -102,7 +102,7 @@ async def test_follow_up_is_made_standalone(llm_services, confluence) -> None:
 
 
 def test_follow_up_rule_without_a_model() -> None:
-    from bot.prompts import standalone_question
+    from bot.answering.prompts import standalone_question
 
     history = [Turn("user", "How do I reset my VPN password?")]
     assert standalone_question("what about on a Mac?", history) == "what about on a Mac? (reset vpn password)"
@@ -132,7 +132,7 @@ async def test_empty_question_is_a_clear_error(services, question: str) -> None:
 async def test_long_and_unusual_questions_get_an_answer_not_a_crash(services, confluence) -> None:
     await synced(services, confluence)
     long_answer = await services.engine.answer("staging database " * 700)
-    assert long_answer.truncated and len(long_answer.question) <= 2000
+    assert long_answer.truncated and len(long_answer.question) <= MAX_QUESTION_CHARS
     for odd in ["🚀🔥 staging?", "ステージングのデータベースはいつ再構築されますか", "'; DROP TABLE pages; --",
                 "back\\slash \"quotes\" in:ENG"]:
         answer = await services.engine.answer(odd)

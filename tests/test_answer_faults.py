@@ -21,9 +21,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.answer import Answer, AnswerEngine
-from bot.api import build_api
-from bot.llm import OpenAIChat
+from bot.answering.chat import OpenAIChat
+from bot.answering.engine import AnswerEngine
+from bot.answering.models import Answer
+from bot.http.api import build_api
 from bot.services import Services, evidence_policy
 from db.embedded import EmbeddedPostgres
 from tests.conftest import EMULATOR_EMBEDDING_MODEL

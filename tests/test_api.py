@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.api import build_api
+from bot.http.api import build_api
 from bot.services import Services, build_services
 from bot.settings import Settings
 from db.embedded import EmbeddedPostgres
@@ -126,8 +126,8 @@ async def test_healthz_and_query_answer_503_when_the_database_is_gone(
             assert "unreachable" in body["error"] and "Traceback" not in body["error"]
 
             metrics = await (await client.get("/metrics")).text()
-            assert "askdocs_database_up 0" in metrics
-            assert 'askdocs_question_errors_total{reason="database",surface="api"} 1' in metrics
+            assert "askdocs_database_up 0.0" in metrics
+            assert 'askdocs_question_errors_total{reason="database",surface="api"} 1.0' in metrics
             for secret in services.settings.secrets():
                 assert secret not in str(health) + str(body) + metrics
         finally:
@@ -149,15 +149,15 @@ async def test_metrics_exposes_counters_and_gauges_read_at_scrape_time(
     assert samples and all(SAMPLE_PATTERN.match(line) for line in samples), samples
     for name, kind in [("askdocs_pages", "gauge"), ("askdocs_chunks", "gauge"),
                        ("askdocs_last_successful_sync_timestamp_seconds", "gauge"),
-                       ("askdocs_database_up", "gauge"), ("askdocs_question_seconds", "summary"),
+                       ("askdocs_database_up", "gauge"), ("askdocs_question_seconds", "histogram"),
                        ("askdocs_question_errors_total", "counter"), ("askdocs_sync_runs_total", "counter")]:
         assert f"# TYPE {name} {kind}" in text, name
     values = dict(line.rsplit(" ", 1) for line in samples)
     assert float(values["askdocs_pages"]) >= 7 and float(values["askdocs_chunks"]) > 0
     assert float(values["askdocs_last_successful_sync_timestamp_seconds"]) > time.time() - 60
-    assert values["askdocs_question_seconds_count"] == "1"
-    assert values['askdocs_question_errors_total{reason="bad_request",surface="api"}'] == "1"
-    assert values['askdocs_sync_runs_total{status="succeeded"}'] == "1"
+    assert float(values["askdocs_question_seconds_count"]) == 1
+    assert float(values['askdocs_question_errors_total{reason="bad_request",surface="api"}']) == 1
+    assert float(values['askdocs_sync_runs_total{status="succeeded"}']) == 1
     assert values['askdocs_space_pages{space_key="ENG"}'] == values["askdocs_pages"]
 
 

@@ -18,12 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.answer import MAX_QUESTION_CHARS, QuestionError
-from bot.demo.confluence_server import ConfluenceEmulator
-from bot.prompts import REFUSAL
+from bot.answering.models import MAX_QUESTION_CHARS, QuestionError
+from bot.answering.prompts import REFUSAL
+from bot.operations.sync_runner import RunOutcome
 from bot.services import Services, build_services
 from bot.settings import load_settings
-from bot.sync_runner import RunOutcome
 from db.embedded import EmbeddedPostgres
 from ingest.chunker import chunk_sections
 from ingest.models import Page
@@ -31,6 +30,7 @@ from ingest.storage_format import content_checksum, to_sections
 from ingest.sync import SyncOptions, page_checksum
 from ingest.tokens import CharacterBoundTokenizer, TiktokenTokenizer
 from tests.conftest import EMULATOR_EMBEDDING_MODEL, TEMPLATE_DB
+from tests.emulators.confluence import ConfluenceEmulator
 from tests.emulators.openai import OpenAIEmulator
 
 # A space key no real Confluence allows, to prove the key is data everywhere (URL, SQL, filters).

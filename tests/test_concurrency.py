@@ -26,18 +26,18 @@ import aiohttp
 import asyncpg
 import pytest
 
-from bot.demo.confluence_server import ConfluenceEmulator
-from bot.scheduler import SyncScheduler
+from bot.operations.sync_runner import AlreadyRunning, StartedRun
 from bot.services import Services, build_services
 from bot.settings import load_settings
 from bot.slack.app import SlackBot
-from bot.sync_runner import AlreadyRunning, StartedRun
 from db.embedded import EmbeddedPostgres
 from ingest.embedders.openai import OpenAIEmbedder
 from tests.conftest import EMULATOR_EMBEDDING_MODEL, FAST_RETRY, TEMPLATE_DB
+from tests.emulators.confluence import ConfluenceEmulator
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
 from tests.test_runtime import CONFLUENCE_TOKEN, LISTENING, OPENAI_KEY, askdocs_run, child_env
+from tests.test_scheduler import daily_scheduler
 from tests.wiki import add_samples, add_team_pages
 
 Json = dict[str, Any]
@@ -193,7 +193,7 @@ def hold_body_fetches(confluence: ConfluenceEmulator, delay_s: float = 1.0) -> N
 async def test_scheduler_and_docsync_at_once_run_one_sync_and_the_admin_is_told_who(
     pg_server: EmbeddedPostgres, tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.scheduler")
+    caplog.set_level(logging.INFO, logger="bot.operations.scheduler")
 
     def fill(confluence: ConfluenceEmulator) -> None:
         add_samples(confluence)
@@ -203,7 +203,7 @@ async def test_scheduler_and_docsync_at_once_run_one_sync_and_the_admin_is_told_
     async with slack_stack(pg_server, tmp_path, setup=fill) as stack:
         slack, confluence = stack.slack, stack.confluence
         assert await indexed_titles(stack.dsn) == set()  # empty base: the scheduler's first run is now
-        scheduler = SyncScheduler(stack.services, interval_hours=24)
+        scheduler = daily_scheduler(stack.services)
         try:
             envelope, _ = await asyncio.gather(
                 slack.slash_command("/docsync", "ENG", user_id="UADMIN"), scheduler.start())

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
-from bot.demo.confluence_server import ConfluenceEmulator
 from ingest.confluence import ConfluenceClient, RetryPolicy
 from ingest.errors import ConfluenceAuthError, ConfluenceError, ListingIncomplete, PageForbidden
+from tests.emulators.confluence import ConfluenceEmulator
 
 EMAIL, TOKEN, PAT = "bot@example.com", "cloud-token-123", "dc-pat-456"
 FAST = RetryPolicy(attempts=5, base_delay_s=0.01, max_delay_s=0.05, max_retry_after_s=0.05)

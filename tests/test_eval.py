@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.evaluate import (
+from bot.cli.commands import run_eval
+from bot.operations.golden import (
     GoldenFileError,
     GoldenItem,
     ItemResult,
@@ -18,7 +19,6 @@ from bot.evaluate import (
     hit_at_k,
     parse_golden,
     reciprocal_rank,
-    run_eval,
     summarise,
 )
 from tests.wiki import add_samples

@@ -9,19 +9,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.answer import AskContext
-from bot.gaps import (
-    DIGEST_TITLE,
+from bot.answering.models import AskContext
+from bot.cli.commands import print_gaps
+from bot.operations.gaps import (
     GapGroup,
     GapReasons,
     cluster,
     collect_gaps,
     distinct_questions,
-    gaps_digest_blocks,
-    post_gaps_digest,
-    print_gaps,
     redact_identities,
 )
+from bot.slack.digest import DIGEST_TITLE, gaps_digest_blocks, post_gaps_digest
 from db import activity
 from db.gaps import UnansweredQuestion
 from tests.emulators.slack import SlackEmulator, block_errors
@@ -92,11 +90,12 @@ async def test_digest_posts_escaped_blocks_and_skips_empty_weeks(  # type: ignor
 ) -> None:
     async with SlackEmulator() as slack:
         client = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url)
-        assert await post_gaps_digest(services, client, "C1") is False  # nothing asked yet
+        digest = (services.database.pool, services.embedder, client, "C1")
+        assert await post_gaps_digest(*digest) is False  # nothing asked yet
         assert slack.calls_of("chat.postMessage") == []
 
         await ask_gap_questions(services, confluence)
-        assert await post_gaps_digest(services, client, "C1") is True
+        assert await post_gaps_digest(*digest) is True
         [call] = slack.calls_of("chat.postMessage")
         posted = json.dumps(call.params, ensure_ascii=False)
         assert DIGEST_TITLE in posted and "4×" in posted and "taxi" in posted

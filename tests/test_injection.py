@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.api import build_api
-from bot.prompts import SYSTEM_PROMPT
+from bot.answering.prompts import SYSTEM_PROMPT
+from bot.http.api import build_api
 from db.embedded import EmbeddedPostgres
 from tests.emulators.slack import SlackEmulator
 from tests.test_concurrency import SlackStack, bot_replies, context_texts, final_message, slack_stack

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.llm import ChatMessage, ChatModel, ChatModelError, OpenAIChat
+from bot.answering.chat import ChatModel, ChatModelError, OpenAIChat
+from bot.answering.models import ChatMessage
 from tests.emulators.openai import REFUSAL, OpenAIEmulator
 
 KEY = "sk-test-llm-0123456789abcdef"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.answer import cite, prepare_question
-from bot.extractive import extractive_answer, split_sentences
-from bot.prompts import build_answer_messages, is_refusal, remap_citations
-from bot.ranking import cap_per_page, fuse, keyword_query
+from bot.answering.citations import cite, remap_citations
+from bot.answering.engine import prepare_question
+from bot.answering.extractive import extractive_answer, split_sentences
+from bot.answering.models import MAX_QUESTION_CHARS
+from bot.answering.prompts import build_answer_messages, is_refusal
+from bot.answering.ranking import cap_per_page, fuse, keyword_query
 from db.models import SearchHit
-from db.search import Candidate
 
 
 def hit(page: str, chunk: int, content: str = "text", **extra: object) -> SearchHit:
@@ -51,9 +52,9 @@ def test_keyword_query_ors_meaningful_words() -> None:
 def test_fusion_lets_keywords_break_near_ties_and_recency_only_exact_ties() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
 
-    def cand(chunk: int, similarity: float, keyword_rank: int | None, age_days: int) -> Candidate:
-        return Candidate(chunk, f"p{chunk}", "ENG", "t", "u", (), (), "c", similarity, chunk, keyword_rank,
-                         now - timedelta(days=age_days), 1)
+    def cand(chunk: int, similarity: float, keyword_rank: int | None, age_days: int) -> SearchHit:
+        return SearchHit(chunk, f"p{chunk}", "ENG", "t", "u", (), (), "c", similarity, similarity, chunk,
+                         keyword_rank, now - timedelta(days=age_days), 1)
 
     fused = [h.chunk_id for h in fuse([
         cand(1, 0.62, None, 900),  # best vector match, no keyword match
@@ -80,5 +81,5 @@ def test_extractive_answer_quotes_and_cites() -> None:
 
 def test_refusal_detection_and_question_preparation() -> None:
     assert is_refusal("I couldn't find that in Confluence.") and not is_refusal("It is [1].")
-    text, truncated = prepare_question("  a  " + "b " * 3000)
-    assert truncated and len(text) <= 2000 and text.startswith("a b")
+    text, truncated = prepare_question("  a  " + "b " * MAX_QUESTION_CHARS)
+    assert truncated and len(text) <= MAX_QUESTION_CHARS and text.startswith("a b")

@@ -23,10 +23,9 @@ import numpy as np
 import psutil
 import pytest
 
-from bot.demo.confluence_server import ConfluenceEmulator, EmulatedPage
+from bot.operations.sync_runner import RunOutcome, StartedRun, SyncRunner
 from bot.services import Services, build_services
 from bot.settings import Settings
-from bot.sync_runner import RunOutcome, StartedRun, SyncRunner
 from db.embedded import EmbeddedPostgres
 from ingest.chunker import chunk_sections
 from ingest.confluence import ConfluenceClient, RetryPolicy
@@ -36,6 +35,7 @@ from ingest.storage_format import content_checksum, to_sections
 from ingest.sync import SyncOptions, page_checksum
 from ingest.tokens import CharacterBoundTokenizer
 from tests.conftest import EMULATOR_EMBEDDING_MODEL
+from tests.emulators.confluence import ConfluenceEmulator, EmulatedPage
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.openai import embed_text as emulator_vector
 from tests.wiki import add_team_pages

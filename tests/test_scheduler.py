@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot.scheduler import SyncScheduler, first_run_at, misfire_grace_s
+from bot.operations.scheduler import SyncScheduler, first_run_at, misfire_grace_s
 from bot.services import Services, build_services
 from bot.settings import Settings
 from db.models import SyncRun
@@ -21,6 +21,11 @@ from tests.wiki import add_samples
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(hours=24)
+
+
+def daily_scheduler(services: Services) -> SyncScheduler:
+    return SyncScheduler(services.sync, services.database.pool, spaces=services.settings.confluence_spaces,
+                         interval_hours=24)
 
 
 def succeeded_at(moment: datetime) -> SyncRun:
@@ -73,7 +78,7 @@ async def wait_for_finished_schedule_run(services: Services, timeout_s: float = 
 
 async def test_empty_knowledge_base_syncs_at_once(services: Services, confluence: Any) -> None:
     add_samples(confluence)
-    async with running(SyncScheduler(services, interval_hours=24)) as scheduler:
+    async with running(daily_scheduler(services)) as scheduler:
         [run] = await wait_for_finished_schedule_run(services)
         assert run["status"] == "succeeded" and run["requested_by"] == "scheduler"
         next_run = scheduler.next_run_at()
@@ -87,7 +92,7 @@ async def test_recent_sync_is_not_repeated_and_the_job_coalesces(services: Servi
     outcome = await services.sync.run(spaces=["ENG"], trigger="cli", requested_by="test")
     assert getattr(outcome, "status", None) == "succeeded"
 
-    async with running(SyncScheduler(services, interval_hours=24)) as scheduler:
+    async with running(daily_scheduler(services)) as scheduler:
         job = scheduler.job
         assert job is not None
         assert job.coalesce is True and job.max_instances == 1
@@ -105,7 +110,7 @@ async def test_stale_sync_runs_again_on_start(services: Services, confluence: An
     async with services.database.pool.acquire() as conn:
         await conn.execute("UPDATE sync_runs SET started_at = started_at - interval '2 days', "
                            "finished_at = finished_at - interval '2 days'")
-    async with running(SyncScheduler(services, interval_hours=24)):
+    async with running(daily_scheduler(services)):
         [run] = await wait_for_finished_schedule_run(services)
         assert run["status"] == "succeeded"
 
@@ -114,11 +119,11 @@ async def test_two_schedulers_on_one_database_sync_one_at_a_time(
     services: Services, make_settings: Callable[..., Settings], confluence: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.scheduler")
+    caplog.set_level(logging.INFO, logger="bot.operations.scheduler")
     add_samples(confluence)
     confluence.slow_next(1.0)  # keeps the first run holding the lock while the other scheduler fires
     async with build_services(make_settings()) as other:
-        first, second = SyncScheduler(services, interval_hours=24), SyncScheduler(other, interval_hours=24)
+        first, second = daily_scheduler(services), daily_scheduler(other)
         async with running(first), running(second):
             rows = await wait_for_finished_schedule_run(services)
             deadline = time.monotonic() + 10
@@ -131,7 +136,6 @@ async def test_two_schedulers_on_one_database_sync_one_at_a_time(
 
 
 async def test_a_weekly_job_shares_the_scheduler_and_is_coalesced(services) -> None:  # type: ignore[no-untyped-def]
-    from bot.scheduler import SyncScheduler
 
     ran: list[bool] = []
 
@@ -139,7 +143,7 @@ async def test_a_weekly_job_shares_the_scheduler_and_is_coalesced(services) -> N
         ran.append(True)
         return True
 
-    scheduler = SyncScheduler(services, interval_hours=24)
+    scheduler = daily_scheduler(services)
     scheduler.add_weekly(digest, name="knowledge gaps digest")
     job = scheduler._scheduler.get_job("knowledge gaps digest")
     assert job is not None and job.coalesce and job.max_instances == 1

@@ -21,12 +21,11 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.demo.confluence_server import ConfluenceEmulator
 from bot.logs import configure_logging
+from bot.operations.sync_runner import RunOutcome
 from bot.services import build_services
 from bot.settings import Settings
 from bot.slack.blocks import ops_alert
-from bot.sync_runner import RunOutcome
 from db.connect import open_database
 from db.errors import DatabaseError
 from ingest.confluence import ConfluenceClient, RetryPolicy
@@ -34,6 +33,7 @@ from ingest.embedders import EmbeddingError
 from ingest.embedders.openai import OpenAIEmbedder
 from ingest.errors import ConfluenceAuthError
 from tests.conftest import EMULATOR_EMBEDDING_MODEL
+from tests.emulators.confluence import ConfluenceEmulator
 from tests.emulators.openai import OpenAIEmulator
 from tests.wiki import add_samples
 
@@ -218,7 +218,8 @@ async def test_failing_runs_leave_no_secret_in_logs_records_or_alerts(
 async def test_the_api_refuses_a_missing_or_wrong_key_without_echoing_keys(
     secret_settings: Settings, logs: Callable[[], str]
 ) -> None:
-    from bot.api import API_KEY_HEADER, build_api
+    from bot.http.api import build_api
+    from bot.http.middleware import API_KEY_HEADER
 
     async with build_services(secret_settings) as services:
         client = TestClient(TestServer(build_api(services)))

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.answer import Answer, Source
-from bot.prompts import Turn
+from bot.answering.models import Answer, Source, Turn
+from bot.operations.status import KnowledgeBaseStatus, SpaceStatus
+from bot.operations.sync_runner import RunOutcome
 from bot.slack import blocks
 from bot.slack.alerts import needs_alert
 from bot.slack.mrkdwn import (
@@ -24,8 +25,6 @@ from bot.slack.mrkdwn import (
     split_text,
     truncate,
 )
-from bot.status import KnowledgeBaseStatus, SpaceStatus
-from bot.sync_runner import RunOutcome
 from ingest.models import PageFailure, SyncReport
 from tests.emulators.slack import block_errors
 
@@ -291,7 +290,8 @@ def test_home_view_shows_status_and_how_to_ask() -> None:
         spaces=[SpaceStatus("ENG", "Eng <team>", 12, 80, datetime(2025, 1, 2, 3, 4, tzinfo=UTC)),
                 SpaceStatus("HR", "People", 1, 5, None)],
         embedding_model="m", embedding_dimension=384, configured_embedding_model="m", last_sync=None,
-        running_sync=None, questions_answered=3, next_sync_at=datetime(2025, 1, 3, tzinfo=UTC),
+        running_sync=None, last_success=None, questions_answered=3,
+        next_sync_at=datetime(2025, 1, 3, tzinfo=UTC),
     )
     view = blocks.home_view(status)
     text = json.dumps(view)

@@ -21,14 +21,14 @@ import asyncpg
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.demo.confluence_server import ConfluenceEmulator
+from bot.operations.sync_runner import RunOutcome
 from bot.services import Services, build_services
 from bot.settings import load_settings
 from bot.slack.app import SlackBot
-from bot.slack.listeners import LiveMessage
-from bot.sync_runner import RunOutcome
+from bot.slack.streaming import LiveMessage
 from db.embedded import EmbeddedPostgres
 from tests.conftest import EMULATOR_EMBEDDING_MODEL, TEMPLATE_DB
+from tests.emulators.confluence import ConfluenceEmulator
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
 

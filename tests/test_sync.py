@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from bot.sync_runner import AlreadyRunning, RunOutcome
+from bot.operations.sync_runner import AlreadyRunning, RunOutcome
 from tests.wiki import add_samples, add_team_pages, sample
 
 

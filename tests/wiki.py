@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bot.demo.confluence_server import ConfluenceEmulator
+from tests.emulators.confluence import ConfluenceEmulator
 
 SAMPLES = Path(__file__).parent / "samples"
 DEMO_PAGES = Path(__file__).parent.parent / "bot" / "demo" / "pages.jsonl"

@@ -8,9 +8,9 @@ from urllib.parse import quote
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.operations.sync_runner import RunOutcome
 from bot.settings import Settings
 from bot.slack import blocks
-from bot.sync_runner import RunOutcome
 
 logger = logging.getLogger(__name__)
 

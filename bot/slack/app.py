@@ -20,14 +20,18 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.operations.scheduler import NextSyncAt
+from bot.operations.sync_runner import RunOutcome
 from bot.services import Services
 from bot.settings import Settings, SettingsError
 from bot.slack import blocks
 from bot.slack.alerts import OpsAlerts, page_url_for
-from bot.slack.home import HomeTab, NextSyncAt
-from bot.slack.listeners import BackgroundTasks, SlackListeners
+from bot.slack.digest import post_gaps_digest
+from bot.slack.docsync import DocSync
+from bot.slack.home import HomeTab
+from bot.slack.listeners import SlackListeners
 from bot.slack.middleware import AdminOnly, EventFilter, SeenEvents
-from bot.sync_runner import RunOutcome
+from bot.slack.streaming import BackgroundTasks
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +67,9 @@ def build_app(
 
     app = AsyncApp(client=client or build_client(settings), name="askdocs",
                    authorize=authorize if identity is not None else None)
-    listeners = SlackListeners(services, tasks=tasks or BackgroundTasks(),
-                               home=HomeTab(services, next_sync_at=next_sync_at))
+    tasks = tasks or BackgroundTasks()
+    listeners = SlackListeners(services, tasks=tasks, home=HomeTab(services, next_sync_at=next_sync_at))
+    docsync = DocSync(services.sync, default_spaces=settings.confluence_spaces, tasks=tasks)
     app.middleware(EventFilter(SeenEvents()))
     app.event("app_mention")(listeners.on_mention)
     # One listener for every message event (im, channels, groups): Bolt acks only events a listener takes.
@@ -72,7 +77,7 @@ def build_app(
     app.event("app_home_opened")(listeners.on_home_opened)
     app.command("/askdocs")(listeners.on_askdocs)
     app.command("/docsync", middleware=[AdminOnly(settings.slack_admin_users, blocks.SYNC_REFUSED)])(
-        listeners.on_docsync)
+        docsync.on_docsync)
     app.action("feedback_up")(listeners.on_feedback)
     app.action("feedback_down")(listeners.on_feedback)
     return app
@@ -123,9 +128,8 @@ class SlackBot:
         channel = self._services.settings.slack_ops_channel
         if self._client is None or not channel:
             return False
-        from bot.gaps import post_gaps_digest
-
-        return await post_gaps_digest(self._services, self._client, channel)
+        return await post_gaps_digest(self._services.database.pool, self._services.embedder, self._client,
+                                      channel)
 
     async def stop(self) -> None:
         handler, self._handler = self._handler, None

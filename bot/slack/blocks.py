@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.prompts import Turn
+from bot.answering.models import Turn
 from bot.slack.mrkdwn import (
     escape,
     from_markdown,
@@ -25,9 +25,9 @@ from bot.slack.mrkdwn import (
 )
 
 if TYPE_CHECKING:
-    from bot.answer import Answer, Source
-    from bot.status import KnowledgeBaseStatus
-    from bot.sync_runner import RunOutcome
+    from bot.answering.models import Answer, Source
+    from bot.operations.status import KnowledgeBaseStatus
+    from bot.operations.sync_runner import RunOutcome
     from db.models import SyncRun
     from ingest.sync import Progress
 
@@ -319,8 +319,8 @@ def home_view(status: KnowledgeBaseStatus) -> dict[str, Any]:
     spaces = status.spaces
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": "askdocs: answers from Confluence"}},
-        section(f"*Knowledge base:* {plural(status.total_pages, 'page')}, "
-                f"{plural(status.total_chunks, 'chunk')} in {plural(len(spaces), 'space')}"),
+        section(f"*Knowledge base:* {plural(status.pages, 'page')}, "
+                f"{plural(status.chunks, 'chunk')} in {plural(len(spaces), 'space')}"),
     ]
     space_lines = [
         f"• *{escape(s.space_key)}* {escape(s.name or '')} — {plural(s.pages, 'page')}, "

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
-from datetime import datetime
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.operations.scheduler import NextSyncAt
+from bot.operations.status import read_status
 from bot.services import Services
 from bot.slack import blocks
-from bot.status import read_status
 
 logger = logging.getLogger(__name__)
 
-NextSyncAt = Callable[[], datetime | None]
 
 
 class HomeTab:

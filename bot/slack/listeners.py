@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import secrets
-import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -22,16 +19,14 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.answer import AskContext, QuestionError
-from bot.prompts import Turn
+from bot.answering.models import AskContext, QuestionError, Turn
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.home import HomeTab
 from bot.slack.middleware import SeenEvents, from_a_bot
 from bot.slack.mrkdwn import parse_scope, slack_to_plain
-from bot.sync_runner import AlreadyRunning
+from bot.slack.streaming import BackgroundTasks, BotThreads, LiveMessage, new_ref, slack_error
 from db import activity
-from ingest.sync import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -41,112 +36,12 @@ CANT_POST_HERE = frozenset({"not_in_channel", "channel_not_found"})
 ANSWERED_SUBTYPES = frozenset({None, "thread_broadcast", "file_share"})
 
 
-def new_ref() -> str:
-    """A short id that ties an apology in Slack to its traceback in the log."""
-    return secrets.token_hex(4)
-
-
-def slack_error(error: BaseException) -> str | None:
-    return str(error.response.get("error")) if isinstance(error, SlackApiError) else None
-
-
-class BackgroundTasks:
-    """Tasks started by listeners, kept referenced and awaited on shutdown."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
-        task = asyncio.create_task(self._logged(work, name), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _logged(work: Coroutine[Any, Any, None], name: str) -> None:
-        try:
-            await work
-        except Exception:  # the last resort: listeners handle their own errors
-            logger.exception("%s failed [ref %s]", name, new_ref())
-
-    async def drain(self, timeout_s: float) -> None:
-        """Let work in flight finish for up to `timeout_s`, then cancel what is left."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-
-
-class LiveMessage:
-    """A bot message edited in place at most once per `min_interval_s` (chat.update is Tier 3, ~50/min).
-
-    The post that created it counts as the first edit, so a quick answer is a single final update.
-    """
-
-    def __init__(
-        self, client: AsyncWebClient, channel: str, ts: str, *, min_interval_s: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.channel, self.ts = channel, ts
-        self._client = client
-        self._min_interval_s = min_interval_s
-        self._clock = clock
-        self._last = clock()
-        self._edited = False
-
-    async def stream(self, partial_markdown: str) -> None:
-        """`on_delta` for the answer engine: show the text so far when an edit is due."""
-        if self._clock() - self._last < self._min_interval_s:
-            return
-        try:
-            await self._update(blocks.streaming(partial_markdown))
-        except SlackApiError as error:  # a missed intermediate edit is harmless; the final one matters
-            logger.warning("streaming update of %s/%s failed: %s", self.channel, self.ts, slack_error(error))
-        except (OSError, TimeoutError) as error:  # a network hiccup, likewise
-            logger.warning("streaming update of %s/%s failed: %s", self.channel, self.ts, error)
-
-    async def finish(self, message: blocks.Message) -> None:
-        if self._edited:
-            await asyncio.sleep(max(0.0, self._last + self._min_interval_s - self._clock()))
-        await self._update(message)
-
-    async def _update(self, message: blocks.Message) -> None:
-        self._last = self._clock()
-        self._edited = True
-        await self._client.chat_update(channel=self.channel, ts=self.ts, **message)
-        self._last = self._clock()
-
-
-class BotThreads:
-    """Which threads the bot takes part in, so replies in other threads cost no API call.
-
-    "Not a bot thread" is remembered for `negative_ttl_s` only: another askdocs process may answer there.
-    """
-
-    def __init__(self, max_size: int = 5000, *, negative_ttl_s: float = 300.0) -> None:
-        self._known: OrderedDict[tuple[str, str], tuple[bool, float]] = OrderedDict()
-        self._max_size = max_size
-        self._negative_ttl_s = negative_ttl_s
-
-    def mark(self, channel: str, thread_ts: str, has_bot: bool) -> None:
-        self._known[(channel, thread_ts)] = (has_bot, time.monotonic())
-        self._known.move_to_end((channel, thread_ts))
-        if len(self._known) > self._max_size:
-            self._known.popitem(last=False)
-
-    def known_without_bot(self, channel: str, thread_ts: str) -> bool:
-        entry = self._known.get((channel, thread_ts))
-        return entry is not None and not entry[0] and time.monotonic() - entry[1] < self._negative_ttl_s
-
-
 class SlackListeners:
-    """The app's listeners; `build_app` registers them on the Bolt app."""
+    """The answering listeners (mentions, DMs, thread follow-ups, /askdocs, feedback, App Home)."""
 
     def __init__(
         self, services: Services, *, tasks: BackgroundTasks, home: HomeTab,
-        max_concurrent_answers: int = 8, stream_interval_s: float = 1.0, sync_update_interval_s: float = 2.0,
+        max_concurrent_answers: int = 8, stream_interval_s: float = 1.0,
     ) -> None:
         self._services = services
         self._settings = services.settings
@@ -154,7 +49,6 @@ class SlackListeners:
         self._home = home
         self._answer_slots = asyncio.Semaphore(max_concurrent_answers)
         self._stream_interval_s = stream_interval_s
-        self._sync_update_interval_s = sync_update_interval_s
         self._threads = BotThreads()
         # One user message can arrive as app_mention and as message (a mention in a DM, or in a channel when
         # message.channels is subscribed): whichever comes first claims it.
@@ -202,13 +96,6 @@ class SlackListeners:
             return
         await ack()
         self._tasks.spawn(self._askdocs(command, respond, client), name="askdocs-command")
-
-    async def on_docsync(
-        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient,
-    ) -> None:
-        """Admins only (the AdminOnly middleware answers everyone else)."""
-        await ack()
-        self._tasks.spawn(self._docsync(command, respond, client), name="askdocs-docsync")
 
     async def on_feedback(
         self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
@@ -383,7 +270,7 @@ class SlackListeners:
             logger.exception("/askdocs in %s failed [ref %s]", channel, ref)
             await respond(response_type="ephemeral", **blocks.apology(ref))
 
-    # ---- feedback and /docsync ---------------------------------------------------------------------------
+    # ---- feedback ---------------------------------------------------------------------------
 
     async def _feedback(
         self, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient,
@@ -406,63 +293,3 @@ class SlackListeners:
             await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
         except SlackApiError:  # e.g. an answer given through a response_url where the bot isn't a member
             await respond(text=text, response_type="ephemeral", replace_original=False)
-
-    async def _docsync(self, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
-        user, channel = str(command["user_id"]), str(command["channel_id"])
-        words = str(command.get("text") or "").split()
-        flags = [w for w in words if w.startswith("-")]
-        if any(flag != "--force" for flag in flags):
-            await respond(response_type="ephemeral", text="Usage: `/docsync [SPACE …] [--force]`")
-            return
-        spaces = list(dict.fromkeys(w.upper() for w in words if not w.startswith("-")))
-        latest: list[Progress] = []
-
-        async def record(run_id: int, step: Progress) -> None:
-            latest[:] = [step]  # no I/O here: the sync must not wait for Slack
-
-        try:
-            started = await self._services.sync.start(
-                spaces=spaces, force="--force" in flags, trigger="slack", requested_by=user, progress=record)
-        except Exception:
-            ref = new_ref()
-            logger.exception("/docsync could not start [ref %s]", ref)
-            await respond(response_type="ephemeral", **blocks.apology(ref))
-            return
-        if isinstance(started, AlreadyRunning):
-            await respond(response_type="ephemeral", text=blocks.sync_already_running(started.run))
-            return
-        shown = spaces or self._settings.confluence_spaces
-        ts: str | None = None
-        try:
-            ts = str((await client.chat_postMessage(
-                channel=channel, **blocks.sync_started(user, shown, started.run_id)))["ts"])
-        except SlackApiError as error:
-            logger.warning("/docsync: can't post in %s (%s); answering through response_url", channel,
-                           slack_error(error))
-            await respond(response_type="in_channel", **blocks.sync_started(user, shown, started.run_id))
-        last_edit: float | None = None
-        shown_step: Progress | None = None
-        while not started.task.done():
-            await asyncio.wait({started.task}, timeout=self._sync_update_interval_s)
-            if started.task.done() or ts is None or not latest or latest[0] == shown_step:
-                continue
-            shown_step = latest[0]
-            try:
-                await client.chat_update(channel=channel, ts=ts,
-                                         **blocks.sync_progress(user, shown, started.run_id, shown_step))
-                last_edit = time.monotonic()
-            except SlackApiError as error:
-                logger.warning("/docsync progress update failed: %s", slack_error(error))
-        try:
-            outcome = await started.wait()
-            summary = blocks.sync_summary(user, outcome)
-        except Exception:
-            ref = new_ref()
-            logger.exception("/docsync run #%s crashed [ref %s]", started.run_id, ref)
-            summary = blocks.apology(ref)
-        if ts is None:
-            await respond(response_type="in_channel", **summary)
-            return
-        if last_edit is not None:
-            await asyncio.sleep(max(0.0, last_edit + self._sync_update_interval_s - time.monotonic()))
-        await client.chat_update(channel=channel, ts=ts, **summary)

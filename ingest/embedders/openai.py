@@ -16,7 +16,7 @@ from typing import Final
 import openai
 
 from ingest.embedders import EmbeddingError
-from ingest.openai_errors import describe, is_retryable, retrying
+from ingest.openai_errors import failure_message, retrying
 from ingest.tokens import TiktokenTokenizer
 
 logger = logging.getLogger(__name__)
@@ -154,12 +154,9 @@ class OpenAIEmbedder:
                         model=self._model, input=batch, dimensions=dimensions
                     )
         except openai.OpenAIError as err:
-            reason, status = describe(err, timeout_s=self._timeout_s)
-            what = "is unavailable" if is_retryable(err) else "refused the request"
-            tries = f" — tried {attempt} times" if attempt > 1 else ""
-            raise EmbeddingError(
-                f"the embedding model {self._model} {what} ({reason}){tries}", status=status, attempts=attempt
-            ) from None
+            message, status = failure_message(f"the embedding model {self._model}", err, attempts=attempt,
+                                              timeout_s=self._timeout_s)
+            raise EmbeddingError(message, status=status, attempts=attempt) from None
         items = sorted(response.data, key=lambda item: item.index)
         if len(items) != len(batch):
             raise EmbeddingError(f"embedding API returned {len(items)} vectors for {len(batch)} inputs")

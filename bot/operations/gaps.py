@@ -17,34 +17,27 @@ question text are replaced before anything is shown.
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bot.slack.mrkdwn import escape, truncate
+from bot.answering.ranking import evidence_policy
 from db.gaps import UnansweredQuestion, unanswered_questions
 
 if TYPE_CHECKING:
     import asyncpg
-    from slack_sdk.web.async_client import AsyncWebClient
 
-    from bot.services import Services
-    from bot.settings import Settings
     from ingest.embedders import Embedder
 
 DEFAULT_THRESHOLD = 0.6
 DEFAULT_MAX_QUESTIONS = 2000  # newest first; bounds the embedding work of one report
 EXAMPLES_PER_GROUP = 3
 EXCLUDED_SURFACES = ("eval",)  # golden questions refuse on purpose; they are not what the team asks
-DIGEST_TITLE = "What your team asks that Confluence doesn't answer"
-DIGEST_TEXT_CHARS = 300
 
 _SLACK_MENTION = re.compile(r"<[@#!](?:subteam\^)?[A-Z0-9]+(?:\|[^>]*)?>")
 _HANDLE = re.compile(r"(?<![\w.@])@(?!(?:channel|here|everyone)\b)[\w.-]+", re.IGNORECASE)
@@ -196,42 +189,8 @@ def reasons_text(reasons: GapReasons) -> str:
     return f"refused {reasons.refused} · 👎 {reasons.thumbs_down} · weak evidence {reasons.weak}"
 
 
-def format_gaps(groups: Sequence[GapGroup], *, days: int) -> str:
-    if not groups:
-        return f"No knowledge gaps in the last {days} days: every question found a confident answer."
-    total = sum(g.count for g in groups)
-    lines = [f"Knowledge gaps in the last {days} days: {total} questions in {len(groups)} groups", ""]
-    for g in groups:
-        lines.append(f"{g.count:>4}×  {g.label}")
-        lines += [f"       – {example}" for example in g.examples[1:]]
-        lines.append(f"       {reasons_text(g.reasons)}; last asked {g.last_asked:%Y-%m-%d %H:%M}")
-    return "\n".join(lines)
-
-
 def gaps_json(groups: Sequence[GapGroup], *, days: int) -> dict[str, Any]:
     return {"days": days, "questions": sum(g.count for g in groups), "groups": [g.to_json() for g in groups]}
-
-
-def gaps_digest_blocks(groups: Sequence[GapGroup], *, days: int) -> dict[str, Any]:
-    """The weekly digest as chat.postMessage keyword arguments (`text` fallback + Block Kit `blocks`).
-
-    Question text is escaped (`&`, `<`, `>`, so `<!channel>` shows as text) and @here/@channel are defused.
-    """
-    total = sum(g.count for g in groups)
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": DIGEST_TITLE}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": (
-            f"{total} questions in the last {days} days were refused, got a 👎 or had only weak evidence. "
-            "A page on the top topics answers them next time."
-        )}]},
-    ]
-    for g in groups:
-        lines = [f"*{g.count}×* {truncate(escape(g.label), DIGEST_TEXT_CHARS)}"]
-        lines += [f"• {truncate(escape(example), DIGEST_TEXT_CHARS)}" for example in g.examples[1:]]
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": reasons_text(g.reasons)}]})
-    blocks = blocks[:50]  # Block Kit: at most 50 blocks a message
-    return {"text": f"{DIGEST_TITLE}: {len(groups)} topics from the last {days} days", "blocks": blocks}
 
 
 # ---- I/O at the edges ------------------------------------------------------------------------------------
@@ -239,8 +198,6 @@ def gaps_digest_blocks(groups: Sequence[GapGroup], *, days: int) -> dict[str, An
 
 def default_weak_below(model_name: str) -> float:
     """Answers below the model's `confident_above` passed the evidence test on word overlap alone."""
-    from bot.services import evidence_policy
-
     return evidence_policy(model_name).confident_above
 
 
@@ -265,33 +222,3 @@ async def collect_gaps(
         return []
     vectors = await embedder.embed([q.text for q in questions])
     return group_gaps(questions, vectors, threshold=threshold)[:limit]
-
-
-async def print_gaps(
-    settings: Settings, *, days: int, as_json: bool, limit: int = 10, out: TextIO | None = None
-) -> int:
-    """`askdocs gaps`: print the top groups; 0, or 2 for a bad `--days`."""
-    from bot.services import build_services
-
-    stream = out or sys.stdout
-    if days < 1:
-        print("askdocs gaps: --days must be at least 1", file=sys.stderr)
-        return 2
-    async with build_services(settings) as services:
-        groups = await collect_gaps(services.database.pool, services.embedder, days=days, limit=limit)
-    if as_json:
-        print(json.dumps(gaps_json(groups, days=days), indent=2, ensure_ascii=False), file=stream)
-    else:
-        print(format_gaps(groups, days=days), file=stream)
-    return 0
-
-
-async def post_gaps_digest(
-    services: Services, client: AsyncWebClient, channel: str, *, days: int = 7, limit: int = 5
-) -> bool:
-    """Post the weekly digest to `channel`; True when posted, False when there was nothing to report."""
-    groups = await collect_gaps(services.database.pool, services.embedder, days=days, limit=limit)
-    if not groups:
-        return False
-    await client.chat_postMessage(channel=channel, **gaps_digest_blocks(groups, days=days))
-    return True

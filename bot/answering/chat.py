@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from ingest.openai_errors import describe, is_retryable, retrying
+from bot.answering.models import ChatMessage
+from ingest.openai_errors import describe, failure_message, retrying
 
 logger = logging.getLogger(__name__)
-
-Role = Literal["system", "user", "assistant"]
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    """One turn of a chat prompt."""
-
-    role: Role
-    content: str
-
 
 class ChatModelError(Exception):
     """The model could not answer; `str()` is fit for a Slack thread (no key, no upstream body)."""
@@ -144,12 +133,9 @@ class OpenAIChat:
                         raise
                     return chunks, first
         except openai.OpenAIError as err:
-            reason, status = describe(err, timeout_s=self._timeout_s)
-            what = "is unavailable" if is_retryable(err) else "refused the request"
-            tries = f" — tried {attempt} times" if attempt > 1 else ""
-            raise ChatModelError(
-                f"the language model {what} ({reason}){tries}", status=status, attempts=attempt
-            ) from None
+            message, status = failure_message("the language model", err, attempts=attempt,
+                                              timeout_s=self._timeout_s)
+            raise ChatModelError(message, status=status, attempts=attempt) from None
         raise AssertionError("unreachable: AsyncRetrying either returns or raises")
 
 

@@ -1,14 +1,17 @@
-"""ConfluenceEmulator: an aiohttp server speaking Confluence's REST JSON, with editable state and faults.
+"""SampleConfluence: an aiohttp server speaking Confluence's REST JSON, with editable state.
 
-`askdocs demo` serves a sample space with it and the tests drive the real ConfluenceClient against it.
+`askdocs demo` serves the sample space with it; the tests' emulator (tests/emulators/confluence.py) adds
+fault injection on top and drives the real ConfluenceClient against it.
 Cloud paths live under `/wiki` (REST v2 listings with cursors in `_links.next` and `Link`, v1 content and
 CQL search with cursors), Data Center paths under `/rest/api` (v1, `start`/`limit`). Basic auth
 (email:token) guards Cloud paths, Bearer PAT guards Data Center paths. Every request is recorded.
+
+Over 400 lines on purpose: one in-memory site answering both API generations (v1, v2) and both deployments
+(Cloud, Data Center) from the same state.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -17,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote_plus, urlencode
 
 from aiohttp import web
@@ -51,16 +54,6 @@ class EmulatedPage:
     modified: datetime
     status: str = "current"
     forbidden: bool = False
-
-
-@dataclass
-class _Fault:
-    kind: str  # "status" | "truncate" | "reset" | "slow"
-    remaining: int
-    path_contains: str | None
-    status: int = 500
-    retry_after: str | None = None
-    delay_s: float = 0.0
 
 
 @dataclass
@@ -110,8 +103,8 @@ def _limit(request: web.Request, default: int, cap: int) -> int:
         return default
 
 
-class ConfluenceEmulator:
-    """A Confluence site in memory; edit its state, inject faults, read what was asked."""
+class SampleConfluence:
+    """A Confluence site in memory: edit its state, read what was asked."""
 
     def __init__(
         self, *, email: str = "demo@example.com", api_token: str = "demo-token", pat: str | None = None
@@ -127,8 +120,6 @@ class ConfluenceEmulator:
         self.cql_timezone: tzinfo = UTC  # the zone CQL dates are read in (real servers: the user's)
         self.base_url: str | None = None
         self.v2_next_in_body = True  # False: the next cursor only in the `Link` header
-        self._faults: list[_Fault] = []
-        self._listing_fail_after: int | None = None
         self._next_id = 65537
         self._runner: web.AppRunner | None = None
 
@@ -163,7 +154,7 @@ class ConfluenceEmulator:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> ConfluenceEmulator:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -239,36 +230,6 @@ class ConfluenceEmulator:
                 return page.page_id
         raise KeyError(title)
 
-    # ---- faults and records -------------------------------------------------------------------------
-
-    def fail_next(
-        self, n: int = 1, *, status: int = 500, retry_after: float | str | None = None,
-        path_contains: str | None = None,
-    ) -> None:
-        """The next n matching requests answer `status` (with Retry-After when given)."""
-        header = None if retry_after is None else str(retry_after)
-        self._faults.append(_Fault("status", n, path_contains, status=status, retry_after=header))
-
-    def truncate_next(self, n: int = 1, *, path_contains: str | None = None) -> None:
-        """The next n matching requests get 200 with only the first half of their JSON body."""
-        self._faults.append(_Fault("truncate", n, path_contains))
-
-    def reset_next(self, n: int = 1, *, path_contains: str | None = None) -> None:
-        """The next n matching requests see the connection closed halfway through the body."""
-        self._faults.append(_Fault("reset", n, path_contains))
-
-    def slow_next(self, delay_s: float, n: int = 1, *, path_contains: str | None = None) -> None:
-        """The next n matching requests are answered after `delay_s` seconds."""
-        self._faults.append(_Fault("slow", n, path_contains, delay_s=delay_s))
-
-    def fail_listing_after(self, pages: int | None) -> None:
-        """Listing requests starting at or past `pages` results answer 500 persistently (None: stop)."""
-        self._listing_fail_after = pages
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
-        self._listing_fail_after = None
-
     def reset_records(self) -> None:
         """Forget recorded requests and counters (state and faults stay)."""
         self.requests.clear()
@@ -285,15 +246,6 @@ class ConfluenceEmulator:
         self._next_id += 1
         return self._next_id
 
-    def _take_fault(self, request: web.Request) -> _Fault | None:
-        for fault in self._faults:
-            if fault.path_contains is None or fault.path_contains in request.path_qs:
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
-
     def _authorized(self, request: web.Request) -> bool:
         expected = self._cloud_auth if request.path.startswith("/wiki/") else self._dc_auth
         return expected is not None and request.headers.get("Authorization") == expected
@@ -303,39 +255,15 @@ class ConfluenceEmulator:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            fault = self._take_fault(request)
-            if fault is not None and fault.kind == "slow":
-                await asyncio.sleep(fault.delay_s)
-            if fault is not None and fault.kind == "status":
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
-                if fault.status == 429 and not request.path.startswith("/wiki/"):
-                    headers.update({"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0",
-                                    "X-RateLimit-Interval-Seconds": "1", "X-RateLimit-FillRate": "2"})
-                return _error(fault.status, "Injected failure", headers)
-            if not self._authorized(request):
-                return _error(401, "Unauthorized", {"WWW-Authenticate": 'Basic realm="Confluence"'})
-            response = await handler(request)
-            broken = fault is not None and fault.kind in ("truncate", "reset")
-            if fault is not None and broken and isinstance(response, web.Response):
-                return await self._break(request, response, reset=fault.kind == "reset")
-            return response
+            return await self._respond(request, handler)
         finally:
             self.in_flight -= 1
 
-    async def _break(
-        self, request: web.Request, response: web.Response, *, reset: bool
-    ) -> web.StreamResponse:
-        body = response.body if isinstance(response.body, bytes) else b""
-        half = body[: len(body) // 2]
-        if not reset:
-            return web.Response(body=half, status=response.status, content_type="application/json")
-        stream = web.StreamResponse(status=response.status, headers={"Content-Type": "application/json"})
-        stream.content_length = len(body)
-        await stream.prepare(request)
-        await stream.write(half)
-        if request.transport is not None:
-            request.transport.close()
-        return stream
+    async def _respond(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Authenticate, then answer. The tests' emulator overrides this to inject faults."""
+        if not self._authorized(request):
+            return _error(401, "Unauthorized", {"WWW-Authenticate": 'Basic realm="Confluence"'})
+        return await handler(request)
 
     def _base(self, request: web.Request) -> tuple[str, str]:
         """(`_links.base`, `_links.context`) for this request's flavour."""
@@ -352,7 +280,8 @@ class ConfluenceEmulator:
         return sorted(pages, key=lambda p: _id_key(p.page_id))
 
     def _listing_fails(self, offset: int) -> bool:
-        return self._listing_fail_after is not None and offset >= self._listing_fail_after
+        """Whether a listing page starting at `offset` fails (never here; the tests' emulator can)."""
+        return False
 
     # ---- REST v2 (Cloud) ----------------------------------------------------------------------------
 

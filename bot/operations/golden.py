@@ -18,21 +18,19 @@ Definitions (pure functions below):
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from bot.answer import AskContext
+from bot.answering.models import AskContext
 
 if TYPE_CHECKING:
-    from bot.answer import Answer, AnswerEngine
-    from bot.settings import Settings
+    from bot.answering.engine import AnswerEngine
+    from bot.answering.models import Answer
 
-EXIT_OK, EXIT_BELOW_THRESHOLD, EXIT_BAD_FILE = 0, 1, 2
 ALL_SPACES = "(all)"
 KNOWN_KEYS = frozenset({"question", "expect_titles", "expect_page_ids", "expect_refusal", "space", "spaces"})
 THRESHOLD_METRICS = frozenset({"hit_at_5", "mrr", "refusal_accuracy"})
@@ -311,33 +309,3 @@ async def run_golden(engine: AnswerEngine, items: Sequence[GoldenItem]) -> list[
                                      context=AskContext(surface="eval"))
         results.append(score_answer(item, answer))
     return results
-
-
-async def run_eval(
-    settings: Settings,
-    file: str | Path,
-    *,
-    thresholds: Mapping[str, float],
-    as_json: bool,
-    out: TextIO | None = None,
-) -> int:
-    """0 when every metric meets its threshold, 1 when one doesn't, 2 for a file that can't be used."""
-    from bot.services import build_services
-
-    stream = out or sys.stdout
-    unknown = set(thresholds) - THRESHOLD_METRICS
-    if unknown:
-        raise ValueError(f"unknown thresholds: {sorted(unknown)}")
-    try:
-        items = read_golden(file)
-    except GoldenFileError as error:
-        print(f"askdocs eval: {error}", file=sys.stderr)
-        return EXIT_BAD_FILE
-    async with build_services(settings) as services:
-        results = await run_golden(services.engine, items)
-    failures = below_thresholds(summarise(results), thresholds)
-    if as_json:
-        print(json.dumps(report_json(results, failures=failures), indent=2, ensure_ascii=False), file=stream)
-    else:
-        print(format_report(results, failures=failures), file=stream)
-    return EXIT_BELOW_THRESHOLD if failures else EXIT_OK

@@ -10,9 +10,9 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from bot.exit_codes import EXIT_CONFIG, EXIT_OK
+from bot.cli.exit_codes import EXIT_CONFIG, EXIT_OK
+from bot.operations.status import read_status
 from bot.settings import Settings, SettingsError, load_settings
-from bot.status import read_status
 from db.connect import open_database
 from db.errors import DATABASE_UNREACHABLE, DatabaseError
 
@@ -117,7 +117,7 @@ async def _open(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def _commands() -> dict[str, Command]:
-    from bot import commands
+    from bot.cli import commands
 
     return {
         "status": cmd_status,

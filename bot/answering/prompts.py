@@ -7,12 +7,10 @@ renumbered in the order they are first cited.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from html import escape
 
-from bot.llm import ChatMessage
+from bot.answering.models import ChatMessage, Turn
 from db.models import SearchHit
 
 REFUSAL = "I couldn't find that in Confluence."
@@ -27,17 +25,6 @@ If the sources do not answer the question, reply exactly: {REFUSAL}"""
 
 CONDENSE_PROMPT = """Rewrite the follow-up as a standalone question, using the conversation for context.
 Reply with the question only."""
-
-_CITATION = re.compile(r"\[(\d{1,2})\]")
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One message of a conversation (a Slack thread): who spoke and what they said."""
-
-    role: str  # "user" | "assistant"
-    text: str
-
 
 def _attr(value: str) -> str:
     return escape(value, quote=True).replace("\n", " ")
@@ -68,29 +55,6 @@ def build_condense_messages(question: str, history: Sequence[Turn]) -> list[Chat
     return [ChatMessage("user", user)]
 
 
-def cited_numbers(answer: str) -> list[int]:
-    """Source numbers in the order first cited."""
-    seen: dict[int, None] = {}
-    for match in _CITATION.finditer(answer):
-        seen.setdefault(int(match.group(1)), None)
-    return list(seen)
-
-
-_SPACED_CITATION = re.compile(r"(\s*)\[(\d{1,2})\]")
-_REPEATED_CITATION = re.compile(r"(\[\d{1,2}\])(?:\s*\1)+")
-
-
-def remap_citations(answer: str, mapping: dict[int, int]) -> str:
-    """Rewrite `[old]` as `[mapping[old]]`, drop citations not in the mapping, fold `[1][1]` into `[1]`."""
-
-    def replace(match: re.Match[str]) -> str:
-        new = mapping.get(int(match.group(2)))
-        return f"{match.group(1)}[{new}]" if new is not None else ""
-
-    return _REPEATED_CITATION.sub(r"\1", _SPACED_CITATION.sub(replace, answer)).strip()
-
-
-
 def is_refusal(answer: str) -> bool:
     text = answer.strip().lower()
     return not text or text.startswith(REFUSAL.lower().rstrip(".")) or "couldn't find that in confluence" in text
@@ -105,7 +69,7 @@ def standalone_question(question: str, history: Sequence[Turn]) -> str:
     previous = next((t.text for t in reversed(history) if t.role == "user" and t.text.strip()), None)
     if previous is None:
         return question
-    from bot.ranking import question_terms
+    from bot.answering.ranking import question_terms
 
     own = question_terms(question)
     if len(own) >= 5:

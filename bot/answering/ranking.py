@@ -14,11 +14,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from db.models import SearchHit
-from db.search import Candidate
 
 STOPWORDS = frozenset(
     """a an and are as at be by can could do does did for from has have how i if in into is it its me my no
@@ -64,25 +63,18 @@ class RankingPolicy:
 
 
 def fuse(
-    candidates: Sequence[Candidate], *, policy: RankingPolicy = RankingPolicy(), now: datetime | None = None
+    candidates: Sequence[SearchHit], *, policy: RankingPolicy = RankingPolicy(), now: datetime | None = None
 ) -> list[SearchHit]:
     """Score candidates by cosine similarity + a keyword reciprocal-rank bonus (+ recency), best first."""
     hits = []
     for c in candidates:
-        score = policy.vector_weight * c.similarity
+        score = policy.vector_weight * (c.vector_similarity or 0.0)
         if c.keyword_rank is not None:
             score += policy.keyword_weight / math.sqrt(c.keyword_rank)
         if now is not None and c.last_modified is not None and policy.recency_weight:
             age_days = max((now - c.last_modified).total_seconds() / 86400, 0.0)
             score += policy.recency_weight * 0.5 ** (age_days / policy.recency_half_life_days)
-        hits.append(
-            SearchHit(
-                chunk_id=c.chunk_id, page_id=c.page_id, space_key=c.space_key, title=c.title, url=c.url,
-                breadcrumb=c.breadcrumb, heading_path=c.heading_path, content=c.content, score=score,
-                vector_similarity=c.similarity, vector_rank=c.vector_rank, keyword_rank=c.keyword_rank,
-                last_modified=c.last_modified, version=c.version,
-            )
-        )
+        hits.append(replace(c, score=score))
     return sorted(hits, key=lambda h: (-h.score, h.chunk_id))
 
 
@@ -101,7 +93,7 @@ def cap_per_page(hits: Sequence[SearchHit], *, max_per_page: int, top_k: int) ->
 
 
 def rank(
-    candidates: Sequence[Candidate], *, policy: RankingPolicy = RankingPolicy(), now: datetime | None = None
+    candidates: Sequence[SearchHit], *, policy: RankingPolicy = RankingPolicy(), now: datetime | None = None
 ) -> list[SearchHit]:
     return cap_per_page(fuse(candidates, policy=policy, now=now), max_per_page=policy.max_per_page,
                         top_k=policy.top_k)
@@ -147,3 +139,14 @@ def has_enough_evidence(question: str, hits: Sequence[SearchHit], policy: Eviden
 
 def top_similarity(hits: Sequence[SearchHit]) -> float | None:
     return max((h.vector_similarity or 0.0 for h in hits), default=None)
+
+
+# Where each embedding model's cosine similarities put "no evidence" and "clearly relevant".
+EVIDENCE_BY_MODEL = {
+    "all-MiniLM-L6-v2": EvidencePolicy(refuse_below=0.35, confident_above=0.45, min_term_coverage=0.5),
+    "text-embedding-3-small": EvidencePolicy(refuse_below=0.20, confident_above=0.45),
+}
+
+
+def evidence_policy(model: str) -> EvidencePolicy:
+    return EVIDENCE_BY_MODEL.get(model, EvidencePolicy(refuse_below=0.15, confident_above=0.5))

@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.services import Services
-from bot.sync_runner import AlreadyRunning
-from db import activity, runs
+from bot.operations.status import read_status
+from bot.operations.sync_runner import AlreadyRunning, SyncRunner
 from db.errors import DATABASE_UNREACHABLE
 from db.models import SyncRun
 
 logger = logging.getLogger(__name__)
 
 JOB_ID = "askdocs-sync"
+NextSyncAt = Callable[[], datetime | None]
 # A run missed by less than this (process suspended, event loop busy) still runs late, once (coalesced).
 MAX_MISFIRE_GRACE_S = 3600
 
@@ -45,15 +46,18 @@ def first_run_at(
 
 
 class SyncScheduler:
-    """Runs `services.sync` for every configured space on an interval; `next_run_at()` says when next."""
+    """Runs the sync runner for every configured space on an interval; `next_run_at()` says when next."""
 
-    def __init__(self, services: Services, *, interval_hours: float) -> None:
+    def __init__(
+        self, runner: SyncRunner, pool: asyncpg.Pool, *, spaces: Sequence[str], interval_hours: float
+    ) -> None:
         if interval_hours <= 0:
             raise ValueError("interval_hours must be positive")
-        self._services = services
+        self._runner = runner
+        self._pool = pool
         self._interval = timedelta(hours=interval_hours)
         self._interval_hours = interval_hours
-        self._spaces = list(services.settings.confluence_spaces)
+        self._spaces = list(spaces)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._stopped = False
 
@@ -114,7 +118,7 @@ class SyncScheduler:
     async def run_once(self) -> None:
         """The job: start a run and wait for it, so `max_instances=1` means one run per process."""
         try:
-            started = await self._services.sync.start(
+            started = await self._runner.start(
                 spaces=self._spaces, trigger="schedule", requested_by="scheduler"
             )
         except DATABASE_UNREACHABLE as error:
@@ -135,11 +139,9 @@ class SyncScheduler:
         logger.info("scheduled sync #%s finished: %s", outcome.run_id, outcome.status)
 
     async def _first_run_at(self) -> datetime:
-        async with self._services.database.pool.acquire() as conn:
-            pages = sum(int(row["pages"]) for row in await activity.space_counts(conn))
-            last_success = await runs.last_successful_run(conn)
-        return first_run_at(now=datetime.now(UTC), interval=self._interval, pages=pages,
-                            last_success=last_success)
+        status = await read_status(self._pool)
+        return first_run_at(now=datetime.now(UTC), interval=self._interval, pages=status.pages,
+                            last_success=status.last_success)
 
 
 def describe_holder(busy: AlreadyRunning) -> str:

@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +23,10 @@ from db.store import SyncStore
 from ingest.embedders import Embedder
 from ingest.errors import ListingIncomplete
 from ingest.models import PageFailure, SyncReport
-from ingest.sync import PageSource, Progress, SyncOptions, index_page, sync_space
+from ingest.sync import Progress, SourceFactory, SyncOptions, index_page, sync_space
 
 logger = logging.getLogger(__name__)
 
-SourceFactory = Callable[[], AbstractAsyncContextManager[PageSource]]
 
 
 @dataclass(frozen=True)

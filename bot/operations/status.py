@@ -1,7 +1,10 @@
-"""Knowledge-base status: what `askdocs status`, the App Home tab and /healthz report."""
+"""Knowledge-base status: the one snapshot `askdocs status`, the App Home tab, /healthz, /metrics and the
+scheduler read."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,17 +32,22 @@ class KnowledgeBaseStatus:
     configured_embedding_model: str
     last_sync: SyncRun | None
     running_sync: SyncRun | None
+    last_success: SyncRun | None
     questions_answered: int
     next_sync_at: datetime | None = None
     configured_spaces: list[str] = field(default_factory=list)
 
     @property
-    def total_pages(self) -> int:
+    def pages(self) -> int:
         return sum(s.pages for s in self.spaces)
 
     @property
-    def total_chunks(self) -> int:
+    def chunks(self) -> int:
         return sum(s.chunks for s in self.spaces)
+
+    @property
+    def running(self) -> SyncRun | None:
+        return self.running_sync
 
     def to_json(self) -> dict[str, Any]:
         def run_json(run: SyncRun | None) -> dict[str, Any] | None:
@@ -56,7 +64,7 @@ class KnowledgeBaseStatus:
                 {**asdict(s), "last_synced_at": s.last_synced_at.isoformat() if s.last_synced_at else None}
                 for s in self.spaces
             ],
-            "totals": {"pages": self.total_pages, "chunks": self.total_chunks},
+            "totals": {"pages": self.pages, "chunks": self.chunks},
             "configured_spaces": self.configured_spaces,
             "embedding": {
                 "model": self.embedding_model,
@@ -71,10 +79,11 @@ class KnowledgeBaseStatus:
 
 
 async def read_status(
-    pool: asyncpg.Pool, *, configured_model: str, configured_spaces: list[str],
-    next_sync_at: datetime | None = None,
+    pool: asyncpg.Pool, *, configured_model: str = "", configured_spaces: Sequence[str] = (),
+    next_sync_at: datetime | None = None, timeout_s: float | None = None,
 ) -> KnowledgeBaseStatus:
-    async with pool.acquire() as conn:
+    """One consistent read; with `timeout_s`, TimeoutError when the database is slow (health checks)."""
+    async with asyncio.timeout(timeout_s), pool.acquire() as conn:
         spaces = [
             SpaceStatus(
                 space_key=row["space_key"], name=row["name"], pages=row["pages"], chunks=row["chunks"],
@@ -90,7 +99,8 @@ async def read_status(
             configured_embedding_model=configured_model,
             last_sync=await runs.last_run(conn),
             running_sync=await runs.running_run(conn),
+            last_success=await runs.last_successful_run(conn),
             questions_answered=await activity.query_count(conn),
             next_sync_at=next_sync_at,
-            configured_spaces=configured_spaces,
+            configured_spaces=list(configured_spaces),
         )

@@ -12,13 +12,22 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
-from bot.answer import Answer, Source
-from bot.prompts import cited_numbers, remap_citations
-from bot.sync_runner import SourceFactory, SyncRunner
+from bot.answering.citations import cited_numbers, remap_citations
+from bot.answering.models import Answer, Source
 from ingest.errors import ConfluenceError, PageForbidden
+from ingest.sync import SourceFactory
 
 logger = logging.getLogger(__name__)
+
+
+class PageIndex(Protocol):
+    """What freshness needs of the sync side (bot.operations.SyncRunner): re-index pages, or drop them."""
+
+    async def refresh_pages(self, page_ids: Sequence[str]) -> list[str]: ...
+
+    async def forget_pages(self, page_ids: Sequence[str]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ class FreshnessChecker:
         self,
         *,
         source_factory: SourceFactory,
-        runner: SyncRunner,
+        runner: PageIndex,
         cache_ttl_s: float = 300.0,
         timeout_s: float = 3.0,
         clock: Callable[[], float] = time.monotonic,

@@ -8,18 +8,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Protocol
 
 import asyncpg
 
-from bot import prompts
-from bot.extractive import extractive_answer
-from bot.llm import ChatModel, ChatModelError
-from bot.metrics import Metrics
-from bot.prompts import Turn
-from bot.ranking import (
+from bot.answering import prompts
+from bot.answering.chat import ChatModel, ChatModelError
+from bot.answering.citations import cite, distinct_pages
+from bot.answering.extractive import extractive_answer
+from bot.answering.models import MAX_QUESTION_CHARS, Answer, AskContext, QuestionError, Source, Turn
+from bot.answering.ranking import (
     EvidencePolicy,
     RankingPolicy,
     has_enough_evidence,
@@ -34,69 +33,13 @@ from ingest.embedders import Embedder
 
 logger = logging.getLogger(__name__)
 
-MAX_QUESTION_CHARS = 2000
 DeltaCallback = Callable[[str], Awaitable[None]]
 
 
-class QuestionError(ValueError):
-    """The question can't be answered as asked (empty); the message is for the user."""
+class AnswerObserver(Protocol):
+    """Told about every answer, whatever the surface (metrics)."""
 
-
-@dataclass(frozen=True)
-class Source:
-    n: int
-    title: str
-    url: str
-    space_key: str
-    page_id: str
-    score: float
-    breadcrumb: str = ""
-    version: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"n": self.n, "title": self.title, "url": self.url, "space_key": self.space_key,
-                "page_id": self.page_id, "score": round(self.score, 6)}
-
-
-@dataclass(frozen=True)
-class AskContext:
-    """Who asked, where: recorded in the query log."""
-
-    surface: str = "cli"
-    user_id: str | None = None
-    channel_id: str | None = None
-    thread_ts: str | None = None
-
-
-@dataclass(frozen=True)
-class Answer:
-    question: str
-    standalone_question: str
-    text: str
-    sources: list[Source]
-    refused: bool
-    latency_ms: int
-    top_score: float | None = None
-    closest: list[Source] = field(default_factory=list)
-    chunks_used: int = 0
-    mode: str = "extractive"
-    truncated: bool = False
-    query_id: int | None = None
-    note: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "answer": self.text,
-            "sources": [s.to_json() for s in self.sources],
-            "latency_ms": self.latency_ms,
-            "refused": self.refused,
-            "closest": [s.to_json() for s in self.closest],
-            "chunks_used": self.chunks_used,
-            "query_id": self.query_id,
-            "mode": self.mode,
-            "note": self.note,
-            "truncated": self.truncated,
-        }
+    def question_answered(self, *, surface: str, refused: bool, seconds: float) -> None: ...
 
 
 def prepare_question(question: str, *, max_chars: int = MAX_QUESTION_CHARS) -> tuple[str, bool]:
@@ -109,49 +52,6 @@ def prepare_question(question: str, *, max_chars: int = MAX_QUESTION_CHARS) -> t
     return text, False
 
 
-def _source(n: int, hit: SearchHit) -> Source:
-    return Source(
-        n=n, title=hit.title, url=hit.url, space_key=hit.space_key, page_id=hit.page_id, score=hit.score,
-        breadcrumb=" > ".join((*hit.breadcrumb, hit.title)), version=hit.version,
-    )
-
-
-def distinct_pages(hits: Sequence[SearchHit], *, limit: int = 3) -> list[Source]:
-    """The best hit of each page, numbered 1.., for 'closest pages' lists."""
-    seen: set[str] = set()
-    sources: list[Source] = []
-    for hit in hits:
-        if hit.page_id not in seen:
-            seen.add(hit.page_id)
-            sources.append(_source(len(sources) + 1, hit))
-        if len(sources) == limit:
-            break
-    return sources
-
-
-def cite(text: str, hits: Sequence[SearchHit]) -> tuple[str, list[Source]]:
-    """Keep the pages the text cites, one number per page, numbered by first citation.
-
-    Two chunks of one page share a number. An answer that cites nothing valid keeps its top pages as
-    sources: an answer never goes out unsourced.
-    """
-    page_numbers: dict[str, int] = {}
-    first_hits: list[SearchHit] = []
-    mapping: dict[int, int] = {}
-    for old in prompts.cited_numbers(text):
-        if not 1 <= old <= len(hits):
-            continue
-        hit = hits[old - 1]
-        if hit.page_id not in page_numbers:
-            page_numbers[hit.page_id] = len(page_numbers) + 1
-            first_hits.append(hit)
-        mapping[old] = page_numbers[hit.page_id]
-    renumbered = prompts.remap_citations(text, mapping)
-    if not mapping:
-        return renumbered, distinct_pages(hits)
-    return renumbered, [_source(n, hit) for n, hit in enumerate(first_hits, start=1)]
-
-
 class AnswerEngine:
     def __init__(
         self,
@@ -162,7 +62,7 @@ class AnswerEngine:
         ranking: RankingPolicy = RankingPolicy(),
         evidence: EvidencePolicy = EvidencePolicy(),
         candidates_per_leg: int = 40,
-        metrics: Metrics | None = None,
+        observer: AnswerObserver | None = None,
     ) -> None:
         self._pool = pool
         self._embedder = embedder
@@ -170,7 +70,7 @@ class AnswerEngine:
         self._ranking = ranking
         self._evidence = evidence
         self._candidates_per_leg = candidates_per_leg
-        self._metrics = metrics
+        self._observer = observer
 
     @property
     def mode(self) -> str:
@@ -236,11 +136,9 @@ class AnswerEngine:
             truncated=truncated, note=note,
         )
         query_id = await self._log(result, context)
-        if self._metrics is not None:  # every surface: Slack, API, CLI
-            self._metrics.observe("askdocs_question_seconds", time.monotonic() - started,
-                                  help="Time to answer a question")
-            self._metrics.inc("askdocs_questions_total", help="Questions answered, by surface and outcome",
-                              surface=context.surface, outcome="refused" if refused else "answered")
+        if self._observer is not None:  # every surface: Slack, API, CLI
+            self._observer.question_answered(surface=context.surface, refused=refused,
+                                             seconds=time.monotonic() - started)
         return Answer(**{**result.__dict__, "query_id": query_id})
 
     async def _generate(self, question: str, hits: Sequence[SearchHit], on_delta: DeltaCallback | None) -> str:

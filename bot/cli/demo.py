@@ -1,4 +1,4 @@
-"""`askdocs demo`: a sample Confluence space served over HTTP, synced by the production code, then a question.
+"""`askdocs demo`: the sample Confluence space served over HTTP, synced by the production code, then a question.
 
 The space is 59 pages of the PostgreSQL 15 manual (bot/demo/pages.jsonl, converted to Confluence storage
 format). It needs no credentials: the emulator accepts the demo account, the embedding model is local and,
@@ -7,60 +7,35 @@ without an OpenAI key, answers are extractive.
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
 import sys
-from importlib import resources
 from typing import Any
 
-from bot.commands import ProgressBar, format_answer, summary_lines
-from bot.demo.confluence_server import ConfluenceEmulator
-from bot.exit_codes import EXIT_OK, EXIT_PARTIAL
+from bot.cli.exit_codes import EXIT_OK, EXIT_PARTIAL
+from bot.cli.output import ProgressBar, format_answer, summary_lines
+from bot.demo.space import (
+    DEFAULT_QUESTION,
+    DEMO_EMAIL,
+    DEMO_SPACE,
+    DEMO_TOKEN,
+    PREFERRED_PORT,
+    SampleConfluence,
+    free_port,
+    load_demo_pages,
+    populate,
+)
+from bot.operations.sync_runner import AlreadyRunning
 from bot.services import build_services
 from bot.settings import Settings
-from bot.sync_runner import AlreadyRunning
 
 logger = logging.getLogger(__name__)
-
-DEMO_SPACE = "PG"
-DEMO_EMAIL = "demo@example.com"
-DEMO_TOKEN = "demo-token"
-PREFERRED_PORT = 8765  # stable, so page links stay the same between `askdocs demo --serve` runs
-DEFAULT_QUESTION = "How do I make sure VACUUM runs automatically?"
-
-
-def load_demo_pages() -> list[dict[str, Any]]:
-    text = (resources.files("bot.demo") / "pages.jsonl").read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def populate(emulator: ConfluenceEmulator, pages: list[dict[str, Any]]) -> None:
-    """Add the pages with parents before children (the file is in that order)."""
-    emulator.add_space(DEMO_SPACE, "PostgreSQL Manual (demo)")
-    titles = {p["title"] for p in pages}
-    for page in pages:
-        parent = page.get("parent_title")
-        emulator.add_page(
-            DEMO_SPACE, page["title"], page["body"], parent_title=parent if parent in titles else None,
-            labels=tuple(page.get("labels") or ()), page_id=page.get("page_id"),
-        )
-
-
-def _free_port(preferred: int) -> int:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            return 0
 
 
 async def run_demo(settings: Settings, *, question: str | None, serve: bool) -> int:
     pages = load_demo_pages()
-    emulator = ConfluenceEmulator(email=DEMO_EMAIL, api_token=DEMO_TOKEN)
+    emulator = SampleConfluence(email=DEMO_EMAIL, api_token=DEMO_TOKEN)
     populate(emulator, pages)
-    base_url = await emulator.start(port=_free_port(PREFERRED_PORT))
+    base_url = await emulator.start(port=free_port(PREFERRED_PORT))
     try:
         print(f"Sample Confluence space '{DEMO_SPACE}' ({len(pages)} pages of the PostgreSQL 15 manual) "
               f"at {base_url}/wiki")

@@ -5,52 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
-from bot.answer import Answer, AskContext, QuestionError
-from bot.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_PARTIAL
+from bot.answering.models import Answer, AskContext, QuestionError
+from bot.cli.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_PARTIAL
+from bot.cli.output import ProgressBar, format_answer, format_gaps, summary_lines
+from bot.operations.gaps import collect_gaps, gaps_json
+from bot.operations.golden import (
+    THRESHOLD_METRICS,
+    GoldenFileError,
+    below_thresholds,
+    format_report,
+    read_golden,
+    report_json,
+    run_golden,
+    summarise,
+)
+from bot.operations.sync_runner import AlreadyRunning
 from bot.services import build_services
 from bot.settings import Settings
-from bot.sync_runner import AlreadyRunning, RunOutcome
-from ingest.sync import Progress
-
-
-def summary_lines(outcome: RunOutcome) -> list[str]:
-    r = outcome.report
-    lines = [
-        f"sync #{outcome.run_id} {outcome.status} in {outcome.duration_s:.1f}s — spaces: {', '.join(r.spaces)}",
-        f"  pages: {r.pages_seen} seen, {r.pages_added} added, {r.pages_updated} updated, "
-        f"{r.pages_unchanged} unchanged, {r.pages_deleted} deleted, {r.pages_skipped} skipped, "
-        f"{r.pages_failed} failed",
-        f"  chunks: {r.chunks_embedded} embedded ({r.embedding_tokens} tokens), {r.chunks_reused} reused; "
-        f"bodies downloaded: {r.bodies_fetched}",
-    ]
-    lines += [f"  space {key}: {why}" for key, why in outcome.failed_spaces.items()]
-    lines += [f"  warning: {w}" for w in r.warnings]
-    lines += [f"  failed: {f.title or f.page_id} ({f.page_id}): {f.error}" for f in r.failures[:20]]
-    if outcome.error:
-        lines.append(f"  error: {outcome.error}")
-    return lines
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal; silent when output is piped."""
-
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self._stream = stream
-        self._enabled = stream.isatty()
-
-    async def __call__(self, run_id: int, step: Progress) -> None:
-        if not self._enabled or step.total == 0:
-            return
-        width = 30
-        filled = int(width * step.done / step.total)
-        self._stream.write(
-            f"\r{step.space_key}: [{'#' * filled}{'.' * (width - filled)}] {step.done}/{step.total} pages"
-        )
-        if step.done == step.total:
-            self._stream.write("\n")
-        self._stream.flush()
 
 
 async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
@@ -80,20 +55,6 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if outcome.status == "succeeded" else EXIT_PARTIAL
 
 
-def format_answer(answer: Answer) -> str:
-    lines = [answer.text]
-    if answer.note:
-        lines.insert(0, f"({answer.note})")
-    if answer.sources:
-        lines.append("")
-        lines += [f"[{s.n}] {s.title} — {s.url}" for s in answer.sources]
-    if answer.refused and answer.closest:
-        lines.append("")
-        lines.append("Closest pages:")
-        lines += [f"  • {s.title} — {s.url}" for s in answer.closest]
-    return "\n".join(lines)
-
-
 async def ask_once(settings: Settings, question: str, spaces: list[str], *, as_json: bool) -> int:
     async with build_services(settings) as services:
 
@@ -121,25 +82,66 @@ async def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from bot.runtime import run_forever
 
-    return await run_forever(settings)
+    return EXIT_OK if await run_forever(settings) else EXIT_PARTIAL
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.demo.run import run_demo
+    from bot.cli.demo import run_demo
 
     return await run_demo(settings, question=args.question, serve=args.serve)
 
 
 async def cmd_gaps(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.gaps import print_gaps
-
     return await print_gaps(settings, days=args.days, as_json=args.json)
 
 
-async def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.evaluate import run_eval
+async def print_gaps(
+    settings: Settings, *, days: int, as_json: bool, limit: int = 10, out: TextIO | None = None
+) -> int:
+    """`askdocs gaps`: print the top groups; 0, or 2 for a bad `--days`."""
+    stream = out or sys.stdout
+    if days < 1:
+        print("askdocs gaps: --days must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    async with build_services(settings) as services:
+        groups = await collect_gaps(services.database.pool, services.embedder, days=days, limit=limit)
+    if as_json:
+        print(json.dumps(gaps_json(groups, days=days), indent=2, ensure_ascii=False), file=stream)
+    else:
+        print(format_gaps(groups, days=days), file=stream)
+    return EXIT_OK
 
+
+async def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     thresholds: dict[str, Any] = {
         "hit_at_5": args.min_hit_at_5, "mrr": args.min_mrr, "refusal_accuracy": args.min_refusal_accuracy,
     }
     return await run_eval(settings, args.file, thresholds=thresholds, as_json=args.json)
+
+
+async def run_eval(
+    settings: Settings,
+    file: str | Path,
+    *,
+    thresholds: Mapping[str, float],
+    as_json: bool,
+    out: TextIO | None = None,
+) -> int:
+    """0 when every metric meets its threshold, 1 when one doesn't, 2 for a file that can't be used."""
+    stream = out or sys.stdout
+    unknown = set(thresholds) - THRESHOLD_METRICS
+    if unknown:
+        raise ValueError(f"unknown thresholds: {sorted(unknown)}")
+    try:
+        items = read_golden(file)
+    except GoldenFileError as error:
+        print(f"askdocs eval: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    async with build_services(settings) as services:
+        results = await run_golden(services.engine, items)
+    failures = below_thresholds(summarise(results), thresholds)
+    if as_json:
+        print(json.dumps(report_json(results, failures=failures), indent=2, ensure_ascii=False), file=stream)
+    else:
+        print(format_report(results, failures=failures), file=stream)
+    return EXIT_PARTIAL if failures else EXIT_OK
