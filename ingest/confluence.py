@@ -34,7 +34,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 from yarl import URL
 
-from ingest.confluence_content import ContentApi
+from ingest.confluence_content import ContentApi, parse_when
 from ingest.errors import ConfluenceAuthError, ConfluenceError, ListingIncomplete, PageForbidden, safe_url
 from ingest.models import Page, PageRef, Space
 
@@ -107,15 +107,6 @@ def _cql_quote(value: str) -> str:
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def _parse_when(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 class ConfluenceClient(ContentApi):
@@ -290,7 +281,7 @@ class ConfluenceClient(ContentApi):
             ancestors=tuple(str(a.get("title", "")) for a in data.get("ancestors", [])),
             labels=tuple(str(lb.get("name", "")) for lb in labels),
             status=str(data.get("status", "current")),
-            last_modified=_parse_when(when),
+            last_modified=parse_when(when),
             restricted=restricted,
             content_type=str(data.get("type", "page")),
         )

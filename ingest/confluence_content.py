@@ -38,7 +38,8 @@ _V2_LIMIT = 250
 USER_LOOKUP = {"ri:account-id": "accountId", "ri:userkey": "key", "ri:username": "username"}
 
 
-def _when(value: object) -> datetime | None:
+def parse_when(value: object) -> datetime | None:
+    """An ISO timestamp from a response; None when absent or unreadable."""
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -141,7 +142,7 @@ class ContentApi:
             ancestors=ancestor_titles,
             labels=tuple(str(lb.get("name", "")) for lb in labels),
             status=str(data.get("status", "current")),
-            last_modified=_when(version.get("createdAt")),
+            last_modified=parse_when(version.get("createdAt")),
             restricted=restricted,
             content_type=content_type,
         )
@@ -236,7 +237,7 @@ class ContentApi:
                     version = item.get("version", {})
                     comments.append(Comment(
                         comment_id=str(item["id"]), page_id=page_id, version=int(version.get("number", 0)),
-                        author_id=str(version.get("authorId", "")), created=_when(version.get("createdAt")),
+                        author_id=str(version.get("authorId", "")), created=parse_when(version.get("createdAt")),
                         body=str(item.get("body", {}).get("storage", {}).get("value", "")),
                         inline=kind == "inline",
                     ))
@@ -254,7 +255,7 @@ class ContentApi:
                 comments.append(Comment(
                     comment_id=str(item["id"]), page_id=page_id, version=int(version.get("number", 0)),
                     author_id=str(by.get("userKey") or ""), author_name=str(by.get("displayName") or ""),
-                    created=_when(version.get("when")),
+                    created=parse_when(version.get("when")),
                     body=str(item.get("body", {}).get("storage", {}).get("value", "")),
                     inline=location == "inline",
                 ))
