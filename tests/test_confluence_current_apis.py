@@ -10,6 +10,7 @@ from ingest.confluence import ConfluenceClient
 from tests.emulators.confluence import ConfluenceEmulator
 from tests.test_confluence_client import EMAIL, FAST, TOKEN, make_client
 
+
 @pytest.fixture
 async def confluence():  # type: ignore[no-untyped-def]
     from tests.test_confluence_client import PAT
