@@ -101,6 +101,7 @@ class ContentApi:
         self._comment_index: dict[str, str] | None = None
         self._attachment_index: dict[str, list[AttachmentRef]] | None = None
         self._space_keys: dict[str, str] = {}
+        self._page_titles: dict[str, str] = {}
         self._index_lock = asyncio.Lock()
 
     # ---- bodies (Cloud REST v2) ----------------------------------------------------------------------
@@ -148,11 +149,13 @@ class ContentApi:
         )
 
     async def _titles(self, page_ids: list[str]) -> tuple[str, ...]:
-        if not page_ids:
-            return ()
-        first = self._url("/api/v2/pages", {"id": ",".join(page_ids), "limit": _V2_LIMIT})
-        titles = {str(item["id"]): str(item.get("title", "")) async for item in self._paginate(first, v2=True)}
-        return tuple(titles.get(p, "") for p in page_ids if titles.get(p))
+        """Ancestor titles for the breadcrumb; v2 ancestors carry ids only. Remembered: siblings share them."""
+        unknown = [p for p in page_ids if p not in self._page_titles]
+        if unknown:
+            first = self._url("/api/v2/pages", {"id": ",".join(unknown), "limit": _V2_LIMIT})
+            async for item in self._paginate(first, v2=True):
+                self._page_titles[str(item["id"])] = str(item.get("title", ""))
+        return tuple(self._page_titles[p] for p in page_ids if self._page_titles.get(p))
 
     async def _space_key(self, space_id: str) -> str:
         for key, known_id in self._space_ids.items():
