@@ -220,3 +220,18 @@ async def test_sync_keeps_a_page_under_a_draft_ancestor(confluence, services) ->
         assert outcome.report.pages_deleted == 0
     async with services.database.pool.acquire() as conn:
         assert await conn.fetchval("SELECT status FROM pages WHERE page_id = $1", child) == "current"
+
+
+async def test_zero_credential_default_answers_every_kind(make_settings, confluence) -> None:  # type: ignore[no-untyped-def]
+    """The done-when of issue 14 as shipped by default: the local MiniLM model and extractive answers."""
+    from bot.services import build_services
+    from tests.conftest import FAST_RETRY
+
+    ids = build_space(confluence)
+    settings = make_settings(embedding_provider="local", embedding_model=None, openai_api_key=None)
+    async with build_services(settings, confluence_retry=FAST_RETRY) as services:
+        assert (await sync(services)).status == "partial"  # only the corrupt PDF failed
+        for question, fact, page, _, title in QUESTIONS:
+            answer = await services.engine.answer(question)
+            assert not answer.refused and fact in answer.text, question
+            assert any(s.page_id == ids[page] and s.title == title for s in answer.sources), question
