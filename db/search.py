@@ -49,10 +49,12 @@ WITH vector_leg AS MATERIALIZED (
 SELECT c.id, c.page_id, c.space_key, c.heading_path, c.content,
        1 - (c.embedding <=> $1) AS similarity,
        v.vector_rank, k.keyword_rank,
-       p.title, p.url, p.ancestors, p.last_modified, p.version
+       p.title, p.url, p.ancestors, p.last_modified, p.version,
+       c.attachment_id, a.title AS attachment_title, a.url AS attachment_url
   FROM candidates
   JOIN chunks c USING (id)
   JOIN pages p ON p.page_id = c.page_id
+  LEFT JOIN attachments a ON a.attachment_id = c.attachment_id
   LEFT JOIN vector_ranked v USING (id)
   LEFT JOIN keyword_leg k USING (id)
 """
@@ -112,6 +114,8 @@ async def hybrid_candidates(
             breadcrumb=tuple(r["ancestors"]), heading_path=tuple(r["heading_path"]), content=r["content"],
             score=float(r["similarity"]), vector_similarity=float(r["similarity"]), vector_rank=r["vector_rank"],
             keyword_rank=r["keyword_rank"], last_modified=r["last_modified"], version=r["version"],
+            attachment_id=r["attachment_id"], attachment_title=r["attachment_title"],
+            attachment_url=r["attachment_url"],
         )
         for r in rows
     ]

@@ -43,7 +43,7 @@ from tests.wiki import add_samples, add_team_pages
 Json = dict[str, Any]
 T = TypeVar("T")
 VPN_QUESTION = "how do I connect my laptop to the corporate VPN?"
-BODY_FETCH = "/rest/api/content/"  # ConfluenceClient.fetch_page; listings go through /api/v2/
+BODY_FETCH = "/api/v2/pages/"  # ConfluenceClient.fetch_page (v2 bodies); listings are /spaces/…/pages
 ALREADY_RUNNING = re.compile(
     r"A sync is already running: #(\d+), started \d{4}-\d\d-\d\d \d\d:\d\d UTC by (\S+) for ENG\.")
 _databases = itertools.count(1)

@@ -474,7 +474,7 @@ async def test_docsync_shows_progress_and_a_second_run_is_told_who_is_syncing(st
     slack, confluence = stack.slack, stack.confluence
     confluence.add_page("ENG", "Incident review", "<p>Incident reviews happen within five days.</p>")
     slow = confluence.add_page("ENG", "Capacity plan", "<p>Capacity is reviewed every quarter.</p>")
-    confluence.slow_next(3.0, path_contains=f"/content/{slow}")
+    confluence.slow_next(3.0, path_contains=f"/pages/{slow}?")
     since = len(slack.calls)
     await slack.slash_command("/docsync", "ENG", user_id="UADMIN")
     await slack.wait_for("chat.postMessage", lambda p: "started by" in p.get("text", ""), since=since)
@@ -494,7 +494,7 @@ async def test_docsync_shows_progress_and_a_second_run_is_told_who_is_syncing(st
 async def test_failed_sync_alerts_the_ops_channel_and_a_clean_one_does_not(stack: Stack) -> None:
     slack, confluence, services = stack.slack, stack.confluence, stack.services
     page_id = confluence.add_page("ENG", "Broken <b>page</b>", "<p>Never fetched.</p>")
-    confluence.fail_next(50, status=400, path_contains=f"/content/{page_id}")
+    confluence.fail_next(50, status=400, path_contains=f"/pages/{page_id}?")
     since = len(slack.calls)
     try:
         outcome = await services.sync.run(spaces=["ENG"], trigger="scheduler")

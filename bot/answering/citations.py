@@ -71,19 +71,31 @@ def remap_citations(answer: str, mapping: dict[int, int]) -> str:
 
 
 def to_source(n: int, hit: SearchHit) -> Source:
+    if hit.attachment_id is not None:  # a file is cited as "file name (on Page title)", linking the file
+        title = f"{hit.attachment_title} (on {hit.title})"
+        return Source(
+            n=n, title=title, url=hit.attachment_url or hit.url, space_key=hit.space_key, page_id=hit.page_id,
+            score=hit.score, breadcrumb=" > ".join((*hit.breadcrumb, hit.title, str(hit.attachment_title))),
+            version=hit.version, attachment_id=hit.attachment_id,
+        )
     return Source(
         n=n, title=hit.title, url=hit.url, space_key=hit.space_key, page_id=hit.page_id, score=hit.score,
         breadcrumb=" > ".join((*hit.breadcrumb, hit.title)), version=hit.version,
     )
 
 
+def cited_item(hit: SearchHit) -> tuple[str, str | None]:
+    """What one source number stands for: a page, or one file attached to it."""
+    return (hit.page_id, hit.attachment_id)
+
+
 def distinct_pages(hits: Sequence[SearchHit], *, limit: int = 3) -> list[Source]:
     """The best hit of each page, numbered 1.., for 'closest pages' lists."""
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
     sources: list[Source] = []
     for hit in hits:
-        if hit.page_id not in seen:
-            seen.add(hit.page_id)
+        if cited_item(hit) not in seen:
+            seen.add(cited_item(hit))
             sources.append(to_source(len(sources) + 1, hit))
         if len(sources) == limit:
             break
@@ -96,17 +108,17 @@ def cite(text: str, hits: Sequence[SearchHit]) -> tuple[str, list[Source]]:
     Two chunks of one page share a number. An answer that cites nothing valid keeps its top pages as
     sources: an answer never goes out unsourced.
     """
-    page_numbers: dict[str, int] = {}
+    page_numbers: dict[tuple[str, str | None], int] = {}
     first_hits: list[SearchHit] = []
     mapping: dict[int, int] = {}
     for old in cited_numbers(text):
         if not 1 <= old <= len(hits):
             continue
         hit = hits[old - 1]
-        if hit.page_id not in page_numbers:
-            page_numbers[hit.page_id] = len(page_numbers) + 1
+        if cited_item(hit) not in page_numbers:
+            page_numbers[cited_item(hit)] = len(page_numbers) + 1
             first_hits.append(hit)
-        mapping[old] = page_numbers[hit.page_id]
+        mapping[old] = page_numbers[cited_item(hit)]
     renumbered = remap_citations(text, mapping)
     if not mapping:
         return renumbered, distinct_pages(hits)

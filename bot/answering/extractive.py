@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.answering.citations import to_source
+from bot.answering.citations import cited_item, to_source
 from bot.answering.models import Source
 from bot.answering.ranking import question_terms
 from db.models import SearchHit
@@ -126,8 +126,9 @@ def extractive_answer(question: str, hits: Sequence[SearchHit]) -> Extract | Non
     quotes = pick_quotes(question, hits)
     if not quotes:
         return None
-    page_of = {index: hits[index - 1].page_id for index in {q.source for q in quotes}}
-    best_index: dict[str, int] = {}
+    # A file attached to a page is a source of its own (issue 14): numbered apart from its page.
+    page_of = {index: cited_item(hits[index - 1]) for index in {q.source for q in quotes}}
+    best_index: dict[tuple[str, str | None], int] = {}
     for index in sorted(page_of):
         best_index.setdefault(page_of[index], index)
     numbers = {page: n for n, page in enumerate(sorted(best_index, key=best_index.__getitem__), start=1)}

@@ -153,6 +153,7 @@ class SyncRunner:
                     await index_page(
                         page, known=PageVersion(known.version, known.checksum) if known else None,
                         store=self._store, embedder=self._embedder, options=self._options, report=report,
+                        source=source,
                     )
                     done.append(page_id)
                 except asyncio.CancelledError:
@@ -257,7 +258,7 @@ class SyncRunner:
                 error = f"could not refresh search statistics: {lost}"
         if error is not None or (failed_spaces and len(failed_spaces) == len(spaces)):
             status = "failed"
-        elif failed_spaces or report.pages_failed:
+        elif failed_spaces or report.pages_failed or report.attachments_failed:
             status = "partial"
         else:
             status = "succeeded"
