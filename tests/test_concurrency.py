@@ -31,6 +31,7 @@ from bot.operations.sync_runner import AlreadyRunning, StartedRun
 from bot.services import Services, build_services
 from bot.settings import load_settings
 from bot.slack.app import SlackBot
+from bot.slack.budget import RateBudget
 from db.embedded import EmbeddedPostgres
 from ingest.embedders.openai import OpenAIEmbedder
 from tests.conftest import EMULATOR_EMBEDDING_MODEL, FAST_RETRY, TEMPLATE_DB
@@ -86,18 +87,20 @@ def fast_embedder(openai: OpenAIEmulator, *, attempts: int = 3) -> OpenAIEmbedde
 @asynccontextmanager
 async def slack_stack(
     pg_server: EmbeddedPostgres, data_dir: Path, *, llm: bool = False, embedding_attempts: int = 3,
-    setup: Callable[[ConfluenceEmulator], object] | None = None,
+    setup: Callable[[ConfluenceEmulator], object] | None = None, slack_options: dict[str, Any] | None = None,
+    budget: RateBudget | None = None,
 ) -> AsyncIterator[SlackStack]:
     """Emulators, a fresh database, build_services (LLM on or off) and a connected SlackBot.
 
-    `setup` fills the Confluence emulator before anything else starts.
+    `setup` fills the Confluence emulator before anything else starts; `slack_options` go to the
+    SlackEmulator (rate limits, window, streaming), `budget` to the bot.
     """
     dsn, name = await fresh_database(pg_server, "stack")
     async with AsyncExitStack() as stack:
         confluence = await stack.enter_async_context(
             ConfluenceEmulator(email="bot@example.com", api_token=CONFLUENCE_TOKEN))
         openai = await stack.enter_async_context(OpenAIEmulator(api_key=OPENAI_KEY, embedding_dimension=384))
-        slack = await stack.enter_async_context(SlackEmulator())
+        slack = await stack.enter_async_context(SlackEmulator(**(slack_options or {})))
         slack.add_user("UADMIN", name="admin")
         if setup is not None:
             setup(confluence)
@@ -111,7 +114,7 @@ async def slack_stack(
         )
         services = await stack.enter_async_context(build_services(
             settings, embedder=fast_embedder(openai, attempts=embedding_attempts), confluence_retry=FAST_RETRY))
-        bot = SlackBot(services)
+        bot = SlackBot(services, budget=budget)
         await bot.start()
         stack.push_async_callback(bot.stop)
         yield SlackStack(services, slack, confluence, openai, dsn, pg_server.admin_dsn(), name)

@@ -222,7 +222,7 @@ async def test_follow_up_mention_in_a_thread_passes_the_conversation(stack: Stac
     since = len(slack.calls)
     _, root = await slack.mention(VPN_QUESTION)
     await final_answer(slack, "C1", root, since=since)
-    chats, _mark, first = len(openai.chat_requests), len(slack.calls), in_thread(slack, "C1", root)
+    chats, first = len(openai.chat_requests), in_thread(slack, "C1", root)
     await slack.mention("and what do I need before I start?", thread_ts=root)
     await slack.wait_for_message(lambda m: m["ts"] not in first and m.get("thread_ts") == root
                                  and is_answer(m) and not slack.is_streaming("C1", m["ts"]))

@@ -8,6 +8,7 @@ text is capped well below that.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,22 @@ def streamable(partial: str) -> str:
     `@here`, nor a citation) is cut in two."""
     cut = max(partial.rfind(" "), partial.rfind("\n"))
     return partial[: cut + 1] if cut >= 0 else ""
+
+
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+
+
+def renumber_citations(text: str) -> str:
+    """`[3] … [1] … [3]` → `[1] … [2] … [1]`: numbered by first citation, as the engine numbers sources, so a
+    streamed answer usually reads exactly as the final one (two chunks of one page still differ: corrected
+    at the end)."""
+    numbers: dict[str, int] = {}
+    return _CITATION.sub(lambda m: f"[{numbers.setdefault(m.group(1), len(numbers) + 1)}]", text)
+
+
+def stream_piece(partial: str) -> str:
+    """The escaped, renumbered markdown of what can be streamed of a growing answer (see `streamable`)."""
+    return stream_markdown(renumber_citations(streamable(partial)))
 
 
 def answer_tail(result: Answer, *, nonce: str) -> list[Block]:

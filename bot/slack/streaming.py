@@ -207,49 +207,54 @@ class AnswerReply:
                 return
             self._pending.clear()
             try:
-                await self._write_intermediate()
+                wrote = await self._write_intermediate()
             except (SlackApiError, SlackRequestError, OSError, TimeoutError) as error:
                 # A missed intermediate write is harmless: the next one (or the final) carries the text.
                 logger.warning("intermediate write in %s/%s failed: %s", self.to.channel, self.to.thread_ts,
                                slack_error(error) or error)
                 if isinstance(error, SlackApiError) and slack_error(error) == "ratelimited":
-                    self._budget.exhaust(self.to.team_id, self._edit_method(), retry_after_s=retry_after_s(error))
+                    self._budget.exhaust(self.to.team_id, self._edit_method(),
+                                         retry_after_s=retry_after_s(error))
+                wrote = True
+            if wrote is None:
+                continue  # nothing whole to show yet: the next delta wakes the loop
+            if wrote is False:
+                self._pending.set()  # no budget now: try again after the interval with what has arrived
             self._last_write = time.monotonic()
 
     def _edit_method(self) -> str:
         return "chat.appendStream" if self._stream is not None or self.ts is None else "chat.update"
 
-    async def _write_intermediate(self) -> None:
+    async def _write_intermediate(self) -> bool | None:
+        """One intermediate write: True when made, False when the budget is spent, None when there is
+        nothing new to show."""
         team = self.to.team_id
         if self.ts is None and self._features.allows(team, "streaming"):
-            piece = blocks.stream_markdown(blocks.streamable(self._latest))
+            piece = blocks.stream_piece(self._latest)
             if not piece:
-                self._pending.set()  # nothing whole to show yet
-                return
-            await self._start_stream(piece)
-            return
+                return None
+            return await self._start_stream(piece)
         if self._stream is not None:
-            piece = blocks.stream_markdown(blocks.streamable(self._latest))[len(self._streamed):]
+            piece = blocks.stream_piece(self._latest)[len(self._streamed):]
             if not piece:
-                return
+                return None
             if not self._budget.try_take(team, "chat.appendStream"):
-                self._pending.set()  # retried after the interval, with whatever has arrived by then
-                return
+                return False
             await self._stream.append(markdown_text=piece)
             self._streamed += piece
-            return
+            return True
         message = blocks.streaming(self._latest, nonce=new_ref())
         if self.ts is None:
             posted = await self._client.chat_postMessage(channel=self.to.channel, thread_ts=self.to.thread_ts,
                                                          **message, **blocks.NO_UNFURL)
             self.ts = str(posted["ts"])
-            return
+            return True
         if not self._budget.try_take(team, "chat.update"):
-            self._pending.set()
-            return
+            return False
         await self._client.chat_update(channel=self.to.channel, ts=self.ts, **message)
+        return True
 
-    async def _start_stream(self, piece: str) -> None:
+    async def _start_stream(self, piece: str) -> bool | None:
         # In channels Slack needs the recipient; in DMs they are optional but harmless (docs.slack.dev).
         stream = await self._client.chat_stream(
             channel=self.to.channel, thread_ts=self.to.thread_ts, recipient_user_id=self.to.user_id,
@@ -260,9 +265,9 @@ class AnswerReply:
             if not refusal(error):
                 raise
             self._features.refuse(self.to.team_id, "streaming", slack_error(error))
-            await self._write_intermediate()  # the post-then-update way, at once
-            return
+            return await self._write_intermediate()  # the post-then-update way, at once
         self._stream, self.ts, self._streamed = stream, stream.ts, piece
+        return True
 
     # ---- the end ------------------------------------------------------------------------------------------
 

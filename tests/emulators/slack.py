@@ -365,6 +365,13 @@ class SlackEmulator:
 
     # ---------------------------------------------------------------- faults
 
+    def set_rate_limits(self, limits: dict[str, int], *, window_s: float | None = None) -> None:
+        """Change the per-method limits (and window) from now on, with empty windows."""
+        self.rate_limits = dict(limits)
+        if window_s is not None:
+            self.rate_window_s = window_s
+        self._accepted.clear()
+
     def rate_limit_next(self, method: str, *, retry_after: int = 1, n: int = 1) -> None:
         """Answer the next `n` calls of `method` with HTTP 429, `Retry-After` and error "ratelimited"."""
         for _ in range(n):
