@@ -191,7 +191,8 @@ def _outcome(params: dict[str, Any]) -> str:
     if any(i.startswith(blocks.ANSWER_BLOCK_PREFIX) for i in ids):
         return "refused" if text.startswith("I couldn't find") else "answered"
     shown = json.dumps(params.get("blocks") or [], ensure_ascii=False)
-    if blocks.WRITING in shown or blocks.SEARCHING in shown:
+    # No blocks: a stream stopped and about to be replaced by the final text (see AnswerReply.finish).
+    if not params.get("blocks") or blocks.WRITING in shown or blocks.SEARCHING in shown:
         return "streaming"
     return "error"
 

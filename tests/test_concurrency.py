@@ -137,9 +137,10 @@ def context_texts(params: Json) -> list[str]:
 
 
 def in_progress(message: Json) -> bool:
-    """A placeholder or an answer still being written (streamed, or edited in place where Slack can't)."""
+    """A placeholder or an answer still being written (streamed, or edited in place where Slack can't), or
+    a stopped stream whose final text is about to replace it (no blocks yet)."""
     shown = json.dumps(message.get("blocks") or [])
-    return "Searching Confluence" in shown or "Writing the answer" in shown
+    return not message.get("blocks") or "Searching Confluence" in shown or "Writing the answer" in shown
 
 
 async def final_message(
