@@ -69,6 +69,16 @@ async def test_model_refusal_is_respected(llm_services, confluence, openai_emula
     assert answer.refused and answer.closest and not answer.sources
 
 
+async def test_a_partly_refusing_model_answer_keeps_its_cited_part(llm_services, confluence,
+                                                                   openai_emulator) -> None:
+    await synced(llm_services, confluence)
+    openai_emulator.script_reply("Staging is rebuilt every Sunday at 02:00 UTC [1]. "
+                                 "I couldn't find that in Confluence for production.")
+    answer = await llm_services.engine.answer("When are staging and production rebuilt?")
+    assert not answer.refused and answer.text.startswith("Staging is rebuilt every Sunday")
+    assert len(answer.sources) == 1
+
+
 async def test_extractive_mode_quotes_real_page_text(services, confluence) -> None:
     ids = await synced(services, confluence)
     answer = await services.engine.answer("How many days of paid annual leave do full-time employees get?")

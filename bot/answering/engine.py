@@ -15,7 +15,7 @@ import asyncpg
 
 from bot.answering import prompts
 from bot.answering.chat import ChatModel, ChatModelError
-from bot.answering.citations import cite, distinct_pages
+from bot.answering.citations import cite, cited_numbers, distinct_pages
 from bot.answering.extractive import extractive_answer
 from bot.answering.models import MAX_QUESTION_CHARS, Answer, AskContext, QuestionError, Source, Turn
 from bot.answering.ranking import (
@@ -113,22 +113,27 @@ class AnswerEngine:
         note: str | None = None
         mode = self.mode
         sources: list[Source]
+        refused = False
         if not has_enough_evidence(standalone, hits, self._evidence):
             answer_text, sources, refused = prompts.REFUSAL, [], True
         elif self._chat is not None:
             try:
-                answer_text = await self._generate(standalone, hits, on_delta)
+                generated = await self._generate(standalone, hits, on_delta)
+                answer_text, sources = cite(generated, hits)
+                refused = prompts.is_refusal(answer_text, cited=bool(cited_numbers(generated)))
                 mode = "llm"
             except ChatModelError as error:
                 logger.warning("chat model failed, answering extractively: %s", error)
                 note = f"Quoting the pages instead: {error}."
-                answer_text, mode = extractive_answer(standalone, hits), "extractive"
-            refused = prompts.is_refusal(answer_text)
-            answer_text, sources = (prompts.REFUSAL, []) if refused else cite(answer_text, hits)
+                extract = extractive_answer(standalone, hits)
+                answer_text, sources = (extract.text, extract.sources) if extract else ("", [])
+                refused = extract is None
         else:
-            answer_text = extractive_answer(standalone, hits)
-            refused = not answer_text
-            answer_text, sources = (prompts.REFUSAL, []) if refused else cite(answer_text, hits)
+            extract = extractive_answer(standalone, hits)
+            answer_text, sources = (extract.text, extract.sources) if extract else ("", [])
+            refused = extract is None
+        if refused:
+            answer_text, sources = prompts.REFUSAL, []
         result = Answer(
             question=text, standalone_question=standalone, text=answer_text, sources=sources, refused=refused,
             latency_ms=int((time.monotonic() - started) * 1000), top_score=best,

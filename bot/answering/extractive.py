@@ -6,6 +6,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.answering.citations import to_source
+from bot.answering.models import Source
 from bot.answering.ranking import question_terms
 from db.models import SearchHit
 
@@ -95,15 +97,33 @@ def pick_quotes(question: str, hits: Sequence[SearchHit], *, max_quotes: int = 3
     return chosen
 
 
-def extractive_answer(question: str, hits: Sequence[SearchHit]) -> str:
-    """An answer made only of quoted page text, each quote followed by its `[n]`."""
+@dataclass(frozen=True)
+class Extract:
+    """An answer of quoted page text: the text with `[n]` after each quote, and the page each `n` is."""
+
+    text: str
+    sources: list[Source]
+
+
+def extractive_answer(question: str, hits: Sequence[SearchHit]) -> Extract | None:
+    """Quoted page sentences, each followed by its `[n]`; None when nothing on the pages matches.
+
+    Pages are numbered by their ranking (the best-ranked quoted page is [1] and comes first), not by how well
+    a single sentence matched: a sentence score is a weaker signal than the page ranking. Each quote carries
+    its source, so quoted text such as `pay_by_quarter[3]` is never re-read as a citation.
+    """
     quotes = pick_quotes(question, hits)
     if not quotes:
-        return ""
+        return None
+    page_of = {index: hits[index - 1].page_id for index in {q.source for q in quotes}}
+    best_index: dict[str, int] = {}
+    for index in sorted(page_of):
+        best_index.setdefault(page_of[index], index)
+    numbers = {page: n for n, page in enumerate(sorted(best_index, key=best_index.__getitem__), start=1)}
+    ordered = sorted(quotes, key=lambda q: (numbers[page_of[q.source]], -q.score))
     lines = ["Here is what Confluence says:"]
-    for quote in quotes:
-        if quote.text.startswith("```"):
-            lines.append(f"{quote.text}\n[{quote.source}]")
-        else:
-            lines.append(f"• {quote.text} [{quote.source}]")
-    return "\n".join(lines)
+    for quote in ordered:
+        n = numbers[page_of[quote.source]]
+        lines.append(f"{quote.text}\n[{n}]" if quote.text.startswith("```") else f"• {quote.text} [{n}]")
+    sources = [to_source(n, hits[best_index[page] - 1]) for page, n in sorted(numbers.items(), key=lambda x: x[1])]
+    return Extract("\n".join(lines), sources)
