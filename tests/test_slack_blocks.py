@@ -205,7 +205,8 @@ def test_a_stream_is_completed_only_when_the_final_text_continues_it() -> None:
     assert blocks.stream_continuation(result, renumbered) is None
     assert blocks.stream_continuation(make_answer("x [1]", refused=True), "") is None
     # Citations are streamed numbered by first citation, as the final answer numbers its sources.
-    assert blocks.stream_piece("Use A [3]. Then B [1], again A [3]. Mo") == "Use A [1]. Then B [2], again A [1]. "
+    assert blocks.stream_piece("Use A [3]. Then B [1], again A [3]. Mo") == "Use A [1]. Then B [2], again A [1]."
+    assert blocks.stream_piece("Use `arr[3]` then B [2]. x") == "Use `arr[3]` then B [1]."
 
 
 def test_refusal_says_so_and_lists_the_closest_pages() -> None:

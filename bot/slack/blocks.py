@@ -8,11 +8,11 @@ text is capped well below that.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from bot.answering.citations import cited_numbers, remap_citations
 from bot.answering.models import Turn
 from bot.slack.mrkdwn import (
     escape,
@@ -147,15 +147,11 @@ def streamable(partial: str) -> str:
     return partial[: cut + 1] if cut >= 0 else ""
 
 
-_CITATION = re.compile(r"\[(\d{1,2})\]")
-
-
 def renumber_citations(text: str) -> str:
-    """`[3] … [1] … [3]` → `[1] … [2] … [1]`: numbered by first citation, as the engine numbers sources, so a
-    streamed answer usually reads exactly as the final one (two chunks of one page still differ: corrected
-    at the end)."""
-    numbers: dict[str, int] = {}
-    return _CITATION.sub(lambda m: f"[{numbers.setdefault(m.group(1), len(numbers) + 1)}]", text)
+    """`[3] … [1] … [3]` → `[1] … [2] … [1]`: numbered by first citation with the engine's own rules (code and
+    subscripts left alone), so a streamed answer usually reads exactly as the final one (two chunks of one page,
+    or an invalid number, still differ: corrected at the end)."""
+    return remap_citations(text, {n: i for i, n in enumerate(cited_numbers(text), start=1)})
 
 
 def stream_piece(partial: str) -> str:

@@ -235,7 +235,10 @@ class AnswerReply:
                 return None
             return await self._start_stream(piece)
         if self._stream is not None:
-            piece = blocks.stream_piece(self._latest)[len(self._streamed):]
+            shown = blocks.stream_piece(self._latest)
+            if not shown.startswith(self._streamed):
+                return None  # renumbering changed what was shown (rare): the final write corrects it
+            piece = shown[len(self._streamed):]
             if not piece:
                 return None
             if not self._budget.try_take(team, "chat.appendStream"):
