@@ -184,3 +184,30 @@ async def test_a_final_write_refused_past_the_sdks_retries_is_still_delivered(st
     final = await final_message(slack, "C1", ts, since=since, timeout=30)
     assert "Sunday" in final["text"] and len(bot_replies(slack, "C1", ts)) == 1
     assert [c.status for c in slack.calls[since:] if c.method == "chat.stopStream"] == [429] * 4 + [200]
+
+
+async def test_answers_and_docsync_progress_share_one_chat_update_budget(
+    pg_server: EmbeddedPostgres, tmp_path: Path,
+) -> None:
+    limits = {"chat.update": 10}
+    budget = RateBudget(limits, window_s=6.0)
+    async with slack_stack(pg_server, tmp_path, llm=True, setup=add_samples, budget=budget,
+                           slack_options={"streaming_enabled": False, "rate_limits": limits,
+                                          "rate_window_s": 6.0}) as built:
+        slack, confluence = built.slack, built.confluence
+        await built.services.sync.run(spaces=["ENG"], trigger="cli")
+        confluence.add_page("ENG", "Incident review", "<p>Incident reviews happen within five days.</p>")
+        slow = confluence.add_page("ENG", "Capacity plan", "<p>Capacity is reviewed every quarter.</p>")
+        confluence.slow_next(4.0, path_contains=f"/content/{slow}")
+        built.openai.stream_delta_interval_s = 0.3  # answers edited in place for a few seconds each
+        await slack.slash_command("/docsync", "ENG", user_id="UADMIN")
+        await slack.wait_for("chat.postMessage", lambda p: "started by" in p.get("text", ""))
+        asked = [(await slack.mention(f"{QUESTION} ({i})"))[1] for i in range(6)]
+        for ts in asked:
+            await final_message(slack, "C1", ts, timeout=30)
+        await slack.wait_for("chat.update", lambda p: "succeeded" in p.get("text", ""), timeout=30)
+        assert budget.dropped > 0  # some intermediate edits, answers' or the sync's, gave way…
+        refused = [c.params for c in slack.calls if c.status == 429]
+        # …so Slack refused no intermediate edit; only final ones when they all came at once, and those were
+        # retried until shown (the finals awaited above).
+        assert all(is_answer(p) or "succeeded" in p.get("text", "") for p in refused), refused
