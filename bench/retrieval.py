@@ -28,14 +28,8 @@ from typing import Any
 
 from bench.harness import CACHE_DIR, append_result, bench_database, machine_line, prepare_environment, table
 from bench.manual import SPACE_KEY, CorpusMissing, Page, manual_pages, serve_pages
-from bot.answering.ranking import (
-    EvidencePolicy,
-    RankingPolicy,
-    has_enough_evidence,
-    keyword_query,
-    rank,
-    top_similarity,
-)
+from bot.answering.evidence import EvidencePolicy, has_enough_evidence, top_similarity
+from bot.answering.ranking import RankingPolicy, keyword_query, rank
 from bot.demo.confluence import SampleConfluence as ConfluenceEmulator
 from bot.operations.sync_runner import RunOutcome
 from bot.services import Services, build_services, evidence_policy

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from bot.answering.chat import ChatModel, OpenAIChat
 from bot.answering.engine import AnswerEngine
+from bot.answering.evidence import evidence_policy
 from bot.answering.freshness import FreshnessChecker
-from bot.answering.ranking import evidence_policy
 from bot.operations.metrics import Metrics
 from bot.operations.sync_runner import RunOutcome, SyncRunner
 from bot.settings import Settings, SettingsError

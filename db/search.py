@@ -57,6 +57,20 @@ SELECT c.id, c.page_id, c.space_key, c.heading_path, c.content,
   LEFT JOIN keyword_leg k USING (id)
 """
 
+SUBJECT_CHUNK_COUNTS = """
+-- How many chunks mention each term: an identifier ($2 true) as a phrase, counted up to $3; any other term by
+-- its rarest lexeme (lexeme_stats, refreshed after each sync). A term with no lexeme (a stopword) is common.
+SELECT term,
+       CASE WHEN exact
+            THEN (SELECT count(*) FROM (SELECT 1 FROM chunks
+                                         WHERE tsv @@ phraseto_tsquery('english', term) LIMIT $3) AS found)
+            ELSE (SELECT coalesce(min(coalesce(stats.ndoc, 0)), 2147483647)
+                    FROM unnest(tsvector_to_array(to_tsvector('english', term))) AS word(lexeme)
+                    LEFT JOIN lexeme_stats stats ON stats.lexeme = word.lexeme)
+       END AS chunks
+  FROM unnest($1::text[], $2::boolean[]) AS subject(term, exact)
+"""
+
 # A keyword counts as distinctive in at most this many chunks, or this share of them if that is more.
 DISTINCTIVE_MIN_CHUNKS = 200
 DISTINCTIVE_MAX_SHARE = 0.03
@@ -101,6 +115,16 @@ async def hybrid_candidates(
         )
         for r in rows
     ]
+
+
+async def subject_chunk_counts(
+    conn: asyncpg.Connection, terms: Sequence[tuple[str, bool]], *, cap: int = 10
+) -> dict[str, int]:
+    """For each (term, exact) pair, how many chunks mention it (identifiers counted up to `cap`)."""
+    if not terms:
+        return {}
+    rows = await conn.fetch(SUBJECT_CHUNK_COUNTS, [t for t, _ in terms], [e for _, e in terms], cap)
+    return {r["term"]: int(r["chunks"]) for r in rows}
 
 
 async def refresh_lexeme_stats(conn: asyncpg.Connection) -> None:

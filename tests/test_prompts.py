@@ -8,6 +8,7 @@ import pytest
 
 from bot.answering.citations import cite, cited_numbers, remap_citations
 from bot.answering.engine import prepare_question
+from bot.answering.evidence import EvidencePolicy, has_enough_evidence, question_subjects, unknown_subjects
 from bot.answering.extractive import extractive_answer, split_sentences
 from bot.answering.models import MAX_QUESTION_CHARS
 from bot.answering.prompts import build_answer_messages, is_refusal
@@ -132,3 +133,39 @@ def test_a_partly_refusing_answer_keeps_its_cited_part() -> None:
     partial = "Backups use pg_dump [1]. I couldn't find that in Confluence for the retention period."
     assert not is_refusal(partial, cited=True)
     assert is_refusal("I couldn't find that in Confluence.", cited=False)
+
+
+# ---- subjects the knowledge base doesn't know (issue 13) --------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("question", "subjects"),
+    [
+        ("Should PgBouncer's pool_mode be session or transaction?", ["PgBouncer", "pool_mode"]),
+        ("How do I turn a regular table into a TimescaleDB hypertable?", ["TimescaleDB"]),
+        ("On AWS, how do I change shared_buffers for RDS?", ["AWS", "shared_buffers", "RDS"]),
+        ("What is our replication-lag SLO for the reporting replicas?", ["SLO"]),
+        ("How do I convert Oracle packages with ora2pg?", ["Oracle", "ora2pg"]),
+        ("Vacuum is slow on our CI box. Is the 3rd option better?", []),
+        ("The database uses the en_US.UTF-8 locale and a FK check fails halfway.", []),
+        ("Postgres only accepts connections from localhost.", []),
+    ],
+)
+def test_question_subjects_are_names_and_identifiers(question: str, subjects: list[str]) -> None:
+    assert [s.text for s in question_subjects(question)] == subjects
+
+
+def test_a_subject_the_wiki_barely_mentions_is_unknown() -> None:
+    subjects = question_subjects("How do I set PgBouncer's pool_mode for the Orders service?")
+    counts = {"PgBouncer": 1, "pool_mode": 0, "Orders": 40}
+    hits = [hit("orders", 1, "The Orders service uses a connection pool.", vector_similarity=0.9)]
+    assert unknown_subjects(subjects, counts, hits, max_chunks=2) == ["PgBouncer", "pool_mode"]
+    # A small wiki that names it once, in a page that was retrieved, covers it.
+    named = [hit("pool", 2, "Our PgBouncer runs with pool_mode = transaction.", vector_similarity=0.8)]
+    assert unknown_subjects(subjects, counts, named, max_chunks=2) == []
+    policy = EvidencePolicy(refuse_below=0.3, confident_above=0.5)
+    assert has_enough_evidence("orders pool", hits, policy)
+    assert not has_enough_evidence("orders pool", hits, policy, unknown=["PgBouncer"])
+
+
+def test_sql_in_capitals_is_not_a_subject() -> None:
+    assert question_subjects("Who is on the rota? DROP TABLE pages; SELECT * FROM pages") == []

@@ -65,35 +65,46 @@ def score_sentence(sentence: str, terms: set[str]) -> float:
     return hits * length_penalty
 
 
-def pick_quotes(question: str, hits: Sequence[SearchHit], *, max_quotes: int = 3) -> list[Quote]:
-    """The best sentences from the top chunks, earlier (better-ranked) chunks winning ties."""
+def pick_quotes(question: str, hits: Sequence[SearchHit], *, max_pages: int = 3) -> list[Quote]:
+    """The best sentence of each of the best-ranked pages, in page order.
+
+    One quote per page: the ranking already chose the pages, so a second sentence of the first page would
+    only crowd out the next page, which is where the right answer is when the first page is a near miss.
+    A page is quoted when one of its sentences shares a word with the question; the best-ranked page always is.
+    """
     terms = {_stem(t) for t in question_terms(question)}
-    candidates: list[Quote] = []
-    for index, hit in enumerate(hits[:4], start=1):
-        rank_bonus = 0.3 / index
+    best: dict[str, Quote] = {}
+    order: list[str] = []
+    for index, hit in enumerate(hits, start=1):
+        if hit.page_id not in best and len(order) == max_pages:
+            continue
         # The first sentence under a heading that names what was asked about is usually its definition
         # ("work_mem (integer)" → "Sets the base maximum amount of memory…").
         heading = hit.heading_path[-1] if hit.heading_path else hit.title
         heading_bonus = 1.0 if score_sentence(heading, terms) > 0 else 0.0
+        rank_bonus = 0.3 / index
         for position, sentence in enumerate(split_sentences(hit.content)):
             if len(sentence) > MAX_SENTENCE_CHARS and not sentence.startswith("```"):
                 sentence = sentence[: MAX_SENTENCE_CHARS - 1].rsplit(" ", 1)[0] + "…"
             score = score_sentence(sentence, terms)
             if position == 0 and heading_bonus and _is_prose(sentence):
                 score = max(score, 1.0) + heading_bonus
-            if score > 0:
-                candidates.append(Quote(sentence, index, score + rank_bonus))
-    candidates.sort(key=lambda q: (-q.score, q.source))
-    chosen: list[Quote] = []
-    for quote in candidates:
-        if all(quote.text != c.text for c in chosen):
-            chosen.append(quote)
-        if len(chosen) == max_quotes:
-            break
-    if not chosen and hits:
+            if score <= 0:
+                continue
+            quote = Quote(sentence, index, score + rank_bonus)
+            if hit.page_id not in best:
+                order.append(hit.page_id)
+                best[hit.page_id] = quote
+            elif quote.score > best[hit.page_id].score:
+                best[hit.page_id] = quote
+    if hits and hits[0].page_id not in best:
+        # The best-ranked page is cited first even when no sentence of it repeats the question's words (a
+        # question asked in other words than the page uses): its best chunk's opening sentence stands in.
         first = split_sentences(hits[0].content)
         if first:
-            chosen.append(Quote(first[0][:MAX_SENTENCE_CHARS], 1, 0.0))
+            best[hits[0].page_id] = Quote(first[0][:MAX_SENTENCE_CHARS], 1, 0.0)
+            order = [hits[0].page_id, *order[: max_pages - 1]]
+    chosen = [best[page] for page in order]
     return chosen
 
 
