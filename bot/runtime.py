@@ -144,7 +144,7 @@ async def run_forever(settings: Settings, *, stop: asyncio.Event | None = None) 
     stop = stop or asyncio.Event()
     installed = install_signal_handlers(stop)
     try:
-        async with build_services(settings) as services:
+        async with build_services(settings, reembed_on_model_change=True) as services:
             for fact in startup_facts(settings, services):
                 logger.info("%s", fact)
             return await serve(settings, services, stop)

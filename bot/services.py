@@ -87,8 +87,13 @@ async def build_services(
     *,
     embedder: Embedder | None = None,
     confluence_retry: RetryPolicy = RetryPolicy(),
+    reembed_on_model_change: bool = False,
 ) -> AsyncIterator[Services]:
-    """Everything askdocs runs on. `embedder` and `confluence_retry` let tests shrink waits, not paths."""
+    """Everything askdocs runs on. `embedder` and `confluence_retry` let tests shrink waits, not paths.
+
+    `reembed_on_model_change`: for the commands that sync (run, sync, demo), a knowledge base built with
+    another embedding model is emptied of its embeddings and re-embedded by the sync instead of refused.
+    """
     embedder = embedder or build_embedder(settings)
     probe = getattr(embedder, "probe_dimension", None)
     if probe is not None:
@@ -96,7 +101,7 @@ async def build_services(
     dsn = settings.database_url.get_secret_value() if settings.database_url else None
     database = await open_database(
         dsn, data_dir=settings.askdocs_data_dir, embedding_model=embedder.model_name,
-        embedding_dimension=embedder.dimension,
+        embedding_dimension=embedder.dimension, reembed_on_model_change=reembed_on_model_change,
     )
     chat = build_chat(settings)
     metrics = Metrics()

@@ -46,7 +46,7 @@ def succeeded_at(moment: datetime) -> SyncRun:
 def test_first_run_is_now_only_when_the_base_is_empty_or_stale(
     pages: int, last_success: SyncRun | None, expected: datetime
 ) -> None:
-    assert first_run_at(now=NOW, interval=DAY, pages=pages, last_success=last_success) == expected
+    assert first_run_at(now=NOW, interval=DAY, chunks=pages, last_success=last_success) == expected
 
 
 @asynccontextmanager

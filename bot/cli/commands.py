@@ -36,7 +36,7 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from bot.services import confluence_factory
 
     confluence_factory(settings)  # fail fast on missing Confluence settings, before loading any model
-    async with build_services(settings) as services:
+    async with build_services(settings, reembed_on_model_change=True) as services:
         outcome = await services.sync.run(
             spaces=spaces, force=args.force, trigger="cli", requested_by="cli", progress=ProgressBar()
         )

@@ -36,10 +36,11 @@ def misfire_grace_s(interval_hours: float) -> int:
 
 
 def first_run_at(
-    *, now: datetime, interval: timedelta, pages: int, last_success: SyncRun | None
+    *, now: datetime, interval: timedelta, chunks: int, last_success: SyncRun | None
 ) -> datetime:
-    """Now when the base is empty or the last successful sync is older than the interval; else when due."""
-    if pages == 0 or last_success is None:
+    """Now when the base is empty (no chunks: never synced, or emptied for another embedding model) or the
+    last successful sync is older than the interval; else when due."""
+    if chunks == 0 or last_success is None:
         return now
     last = last_success.finished_at or last_success.started_at
     return max(now, last + interval)
@@ -140,7 +141,7 @@ class SyncScheduler:
 
     async def _first_run_at(self) -> datetime:
         status = await read_status(self._pool)
-        return first_run_at(now=datetime.now(UTC), interval=self._interval, pages=status.pages,
+        return first_run_at(now=datetime.now(UTC), interval=self._interval, chunks=status.chunks,
                             last_success=status.last_success)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from db import runs
+from db import pages, runs
 from db.errors import DATABASE_UNREACHABLE
 from db.models import PageVersion, SyncRun
 from db.store import SyncStore
@@ -214,6 +214,13 @@ class SyncRunner:
         failed_spaces: dict[str, str] = {}
         error: str | None = None
         logger.info("sync #%s started (%s by %s): %s", run_id, trigger, requested_by or "-", ", ".join(spaces))
+        async with self._pool.acquire() as conn:
+            awaiting = await pages.pages_awaiting_embeddings(conn)
+        if awaiting:
+            report.warnings.append(
+                f"re-embedding {awaiting} pages with {self._embedder.model_name}: "
+                "the knowledge base was built with another embedding model"
+            )
 
         async def record(space_key: str, failure: PageFailure) -> None:
             async with self._pool.acquire() as conn:
