@@ -115,7 +115,7 @@ def _glibc() -> Any:
         return None
 
 
-URGENT_MAX_TEXTS = 4  # questions embed one text; sync batches carry up to batch_size
+URGENT_MAX_TEXTS = 2  # questions embed one text; sync batches carry batch_size (4), but a tail may be short
 
 
 class EncodeGate:
