@@ -201,14 +201,7 @@ async def refresh_permissions(
     try:
         groups = await source.groups()
     except ConfluenceError as error:  # no memberships, no answer: every page waits for the next refresh
-        reason = f"Confluence groups could not be read: {error}"
-        for space_key in spaces:
-            pages = await store.indexed_pages(space_key)
-            report.failed_spaces[space_key] = reason
-            report.unreadable.update({page_id: reason for page_id in pages})
-            await store.save_space_access(space_key, frozenset(), org_wide=False,
-                                          pages=[PageAccess(p, readable=False, error=reason) for p in pages])
-        logger.warning("%s", reason)
+        await _fail_all(spaces, f"Confluence groups could not be read: {error}", store=store, report=report)
         return report
     all_users = {gid for gid, name in groups.items() if name == all_users_group} or {all_users_group}
     named: set[str] = set()
@@ -217,13 +210,9 @@ async def refresh_permissions(
         try:
             readers = await source.space_permissions(space_key)
             known = await source.space_restrictions(space_key)
-        except ConfluenceError as error:  # fail closed: the whole space is used for nobody until read again
-            reason = f"permissions of space {space_key} could not be read: {error}"
-            report.failed_spaces[space_key] = reason
-            report.unreadable.update({page_id: reason for page_id in pages})
-            await store.save_space_access(space_key, frozenset(), org_wide=False,
-                                          pages=[PageAccess(p, readable=False, error=reason) for p in pages])
-            logger.warning("%s", reason)
+        except (ConfluenceError, KeyError, TypeError, ValueError) as error:  # fail closed: the whole space waits
+            await _fail_all([space_key], f"permissions of space {space_key} could not be read: {error}",
+                            store=store, report=report)
             continue
         await _read_missing(pages, known, source=source)
         org_wide = bool(readers & {f"group:{g}" for g in all_users})
@@ -238,15 +227,30 @@ async def refresh_permissions(
         report.pages_checked += len(pages)
         await store.save_space_access(space_key, readers, org_wide=org_wide, pages=access)
     group_ids = sorted({p.removeprefix("group:") for p in named if p.startswith("group:")} | all_users)
-    members = {gid: await source.group_members(gid) for gid in group_ids if gid in groups}
-    accounts = sorted({a for ids in members.values() for a in ids}
-                      | {p.removeprefix("user:") for p in named if p.startswith("user:")})
-    found = await source.user_emails(accounts) if accounts else {}
+    try:
+        members = {gid: await source.group_members(gid) for gid in group_ids if gid in groups}
+        accounts = sorted({a for ids in members.values() for a in ids}
+                          | {p.removeprefix("user:") for p in named if p.startswith("user:")})
+        found = await source.user_emails(accounts) if accounts else {}
+    except ConfluenceError as error:  # who is in which group is unknown: so is who may read a restricted page
+        await _fail_all(spaces, f"group members or emails could not be read: {error}", store=store, report=report)
+        return report
     await store.save_directory({g: groups[g] for g in members}, members, {a: found.get(a) for a in accounts})
     report.groups, report.accounts = len(members), len(accounts)
     logger.info("permissions of %s re-read: %d pages, %d restricted, %d used by nobody", ", ".join(spaces),
                 report.pages_checked, report.restricted_pages, len(report.unreadable))
     return report
+
+
+async def _fail_all(spaces: Sequence[str], reason: str, *, store: PermissionStore, report: PermissionReport) -> None:
+    """Every indexed page of these spaces used for nobody, with the reason (fail closed)."""
+    for space_key in spaces:
+        pages = await store.indexed_pages(space_key)
+        report.failed_spaces[space_key] = reason
+        report.unreadable.update({page_id: reason for page_id in pages})
+        await store.save_space_access(space_key, frozenset(), org_wide=False,
+                                      pages=[PageAccess(p, readable=False, error=reason) for p in pages])
+    logger.warning("%s", reason)
 
 
 async def _read_missing(

@@ -11,6 +11,7 @@ everyone's, and channel CHR is locked to it (`CHR:HR!`). Alice (U1) is in hr-tea
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from bot.cli.commands import ask_once
 from bot.cli.output import summary_lines
 from bot.http.api import build_api
 from bot.operations.sync_runner import RunOutcome
@@ -319,3 +321,46 @@ async def test_first_sync_indexed_restricted_pages_and_read_their_access(stack: 
     assert report.pages_checked == 8 and report.restricted_pages == 3  # salary, security, its child
     assert report.org_wide_pages == 4  # VPN, deploy freeze, parking, leave policy (FIN isn't everyone's)
     assert stack.first_sync.report.pages_skipped == 0
+
+
+async def test_cli_ask_answers_as_user_or_organisation_wide(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    question = "what are the salary bands for engineers?"
+    await ask_once(stack.services.settings, question, [], as_json=True, as_user="alice@example.com")
+    as_alice = json.loads(capsys.readouterr().out)
+    assert "Salary bands" in [s["title"] for s in as_alice["sources"]]
+    await ask_once(stack.services.settings, question, [], as_json=True)
+    anyone = json.loads(capsys.readouterr().out)
+    assert "Salary bands" not in [s["title"] for s in anyone["sources"] + anyone["closest"]]
+
+
+async def test_space_whose_permissions_cannot_be_read_is_used_for_nobody(stack: Stack) -> None:
+    confluence = stack.confluence
+    space_id = confluence.spaces["HR"].space_id
+    confluence.fail_next(50, status=503, path_contains=f"/spaces/{space_id}/permissions")
+    question = "how many days of annual leave do I get?"
+    try:
+        outcome = await refresh(stack)
+        assert outcome.status == "partial" and "HR" in outcome.failed_spaces
+        assert outcome.permissions is not None and confluence.find("Leave policy") in outcome.permissions.unreadable
+        assert "Leave policy" not in cited((await ask_dm(stack, question, user="U1"))[0])
+    finally:
+        confluence.clear_faults()
+    await refresh(stack)
+    assert "Leave policy" in cited((await ask_dm(stack, question, user="U1"))[0])
+
+
+async def test_docsync_re_reads_permissions(stack: Stack) -> None:
+    confluence, slack = stack.confluence, stack.slack
+    question = "who issues parking garage access cards?"
+    page_id = confluence.find("Parking garage")
+    confluence.restrict_page(page_id, groups=["finance"])
+    try:
+        since = len(slack.calls)
+        await slack.wait_for_ack(await slack.slash_command("/docsync", "", user_id="UADMIN"))
+        await slack.wait_for("chat.update", lambda p: "Sync #" in str(p.get("text")) and "succeeded" in str(
+            p.get("text")), since=since, timeout=20)
+        assert "Parking garage" not in cited((await ask_channel(stack, question))[0])
+        assert "Parking garage" in cited((await ask_dm(stack, question, user="U2"))[0])  # Bob is in finance
+    finally:
+        confluence.unrestrict_page(page_id)
+        await refresh(stack)
