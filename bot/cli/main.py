@@ -154,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"askdocs: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except DATABASE_UNREACHABLE as error:
-        print(f"askdocs: the database became unreachable: {type(error).__name__}: {error}", file=sys.stderr)
+        # One line: a reconnect to a dropped database adds PostgreSQL's DETAIL line to the message.
+        first = (str(error).splitlines() or [""])[0]
+        print(f"askdocs: the database became unreachable: {type(error).__name__}: {first}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
