@@ -142,12 +142,13 @@ def test_a_partly_refusing_answer_keeps_its_cited_part() -> None:
     [
         ("Should PgBouncer's pool_mode be session or transaction?", ["PgBouncer", "pool_mode"]),
         ("How do I turn a regular table into a TimescaleDB hypertable?", ["TimescaleDB"]),
-        ("On AWS, how do I change shared_buffers for RDS?", ["AWS", "shared_buffers", "RDS"]),
+        ("On AWS RDS, how do I change shared_buffers?", ["AWS", "RDS", "shared_buffers"]),
         ("What is our replication-lag SLO for the reporting replicas?", ["SLO"]),
         ("How do I convert Oracle packages with ora2pg?", ["Oracle", "ora2pg"]),
         ("Vacuum is slow on our CI box. Is the 3rd option better?", []),
         ("The database uses the en_US.UTF-8 locale and a FK check fails halfway.", []),
         ("Postgres only accepts connections from localhost.", []),
+        ("How do I push WAL to S3 with WAL-G? It's read-only.", ["WAL", "WAL-G"]),
     ],
 )
 def test_question_subjects_are_names_and_identifiers(question: str, subjects: list[str]) -> None:
@@ -169,3 +170,9 @@ def test_a_subject_the_wiki_barely_mentions_is_unknown() -> None:
 
 def test_sql_in_capitals_is_not_a_subject() -> None:
     assert question_subjects("Who is on the rota? DROP TABLE pages; SELECT * FROM pages") == []
+
+
+def test_a_subject_inside_a_longer_word_is_not_covered() -> None:
+    subjects = question_subjects("What is our replication-lag SLO?")
+    slow = [hit("perf", 1, "Slow queries and replication slots.", vector_similarity=0.8)]
+    assert unknown_subjects(subjects, {"SLO": 0}, slow, max_chunks=2) == ["SLO"]

@@ -21,6 +21,17 @@ from db.models import SearchHit
 
 _WORD = re.compile(r"[\w][\w'-]*", re.UNICODE)
 _TOKEN = re.compile(r"[A-Za-z0-9][\w.+'-]*[\w+]|[A-Za-z0-9]")
+# SQL written in capitals is code, not a product's name ("DROP TABLE", "VACUUM FULL", "SELECT … FROM").
+SQL_KEYWORDS = frozenset("""
+    ADD ALL ALTER ANALYZE AND ANY ARRAY ASC BEGIN BETWEEN BIGINT BOOLEAN BY CASCADE CASE CAST CHECK COLUMN COMMIT
+    CONSTRAINT COPY CREATE CROSS CURRENT_DATE DATABASE DEFAULT DELETE DESC DISTINCT DO DROP ELSE END EXCEPT EXISTS
+    EXPLAIN FALSE FETCH FOR FOREIGN FROM FULL FUNCTION GRANT GROUP HAVING INDEX INNER INSERT INTEGER INTERSECT INTO
+    JOIN JSON JSONB KEY LATERAL LEFT LIKE ILIKE LIMIT LOCK NOT NOTIFY NULL OFFSET ONLY ORDER OUTER OVER PARTITION
+    PRIMARY REFERENCES REINDEX RETURNING REVOKE RIGHT ROLE ROLLBACK ROW ROWS SCHEMA SELECT SEQUENCE SET SHOW TABLE
+    TEXT THEN TIMESTAMP TRIGGER TRUE TRUNCATE UNION UNIQUE UPDATE USING VACUUM VALUES VARCHAR VIEW WHEN WHERE WINDOW
+    WITH
+""".split())
+_HYPHENATED_NAME = re.compile(r"^[A-Za-z0-9]*[A-Z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)+$")  # WAL-G, Auto-Explain
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+$")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"'(]\s*)$")
 
@@ -38,13 +49,11 @@ def question_subjects(question: str) -> list[Subject]:
 
     A name is capitalised mid-sentence, CamelCase, a lone acronym of three or more letters, or letters mixed
     with digits (`TimescaleDB`, `AWS`, `ora2pg`); an identifier is snake_case (`sync_replication_slots`).
-    Sentence-initial words, short acronyms (`CI`, `FK`), runs of capitals (`DROP TABLE`) and numbers (`3rd`,
+    Sentence-initial words, short acronyms (`CI`, `FK`), SQL in capitals (`DROP TABLE`) and numbers (`3rd`,
     `2-billion-row`) are not names.
     """
     subjects: dict[str, Subject] = {}
-    matches = list(_TOKEN.finditer(question))
-    shouted = [m.group(0).isupper() and sum(ch.isalpha() for ch in m.group(0)) >= 2 for m in matches]
-    for i, match in enumerate(matches):
+    for match in _TOKEN.finditer(question):
         token = match.group(0).removesuffix("'s").strip(".'-+")
         letters = re.sub(r"[^A-Za-z]", "", token)
         if len(letters) < 3 or token[:1].isdigit():
@@ -52,14 +61,12 @@ def question_subjects(question: str) -> list[Subject]:
         if _IDENTIFIER.match(token):
             subjects.setdefault(token.lower(), Subject(token, exact=True))
             continue
-        if not token.isalnum():
+        if not token.isalnum() and not _HYPHENATED_NAME.match(token):
             continue  # en_US.UTF-8, read-only, client's: parts of common words, not a name
         sentence_start = _SENTENCE_START.search(question[: match.start()]) is not None
-        # An acronym stands alone; a run of capitals is code ("DROP TABLE", "VACUUM FULL"), not a name.
-        in_caps_run = (i > 0 and shouted[i - 1]) or (i + 1 < len(matches) and shouted[i + 1])
         named = (
             any(ch.isdigit() for ch in token)
-            or (token.isupper() and len(token) >= 3 and not in_caps_run)
+            or (token.isupper() and len(token) >= 3 and token not in SQL_KEYWORDS)
             or (any(ch.isupper() for ch in token[1:]) and not token.isupper())
             or (token[:1].isupper() and not token.isupper() and not sentence_start)
         )
@@ -74,10 +81,11 @@ def unknown_subjects(
     """The subjects the knowledge base barely mentions (in at most `max_chunks` chunks: a release note, a
     footnote) and the retrieved chunks don't mention at all. A small wiki may name its VPN in one page only:
     when that page is among the hits, the subject is covered."""
-    text = " ".join(f"{h.title} {' '.join(h.heading_path)} {h.content}" for h in hits).lower()
+    text = " ".join(f"{h.title} {' '.join(h.heading_path)} {h.content}" for h in hits)
     return [
         s.text for s in subjects
-        if chunk_counts.get(s.text, max_chunks + 1) <= max_chunks and s.text.lower() not in text
+        if chunk_counts.get(s.text, max_chunks + 1) <= max_chunks
+        and not re.search(rf"(?<![\w-]){re.escape(s.text)}(?![\w-])", text, re.IGNORECASE)
     ]
 
 
