@@ -174,6 +174,9 @@ async def serve(settings: Settings, services: Services, stop: asyncio.Event) -> 
             await scheduler.start()
             if slack is not None and settings.slack_ops_channel:
                 scheduler.add_weekly(slack.post_gaps_digest, name="knowledge gaps digest")
+            if settings.per_user_permissions:  # restrictions added without an edit (issue 15)
+                scheduler.add_every(services.sync.refresh_permissions, name="permission refresh",
+                                    minutes=settings.permissions_sync_minutes)
         await stop.wait()
     finally:
         await shut_down(services, api=api, scheduler=scheduler, slack=slack)

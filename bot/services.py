@@ -11,6 +11,7 @@ from bot.answering.chat import ChatModel, OpenAIChat
 from bot.answering.engine import AnswerEngine
 from bot.answering.evidence import evidence_policy
 from bot.answering.freshness import FreshnessChecker
+from bot.operations.identity import Identity
 from bot.operations.metrics import Metrics
 from bot.operations.sync_runner import RunOutcome, SyncRunner
 from bot.settings import Settings, SettingsError
@@ -31,6 +32,7 @@ class Services:
     engine: AnswerEngine
     sync: SyncRunner
     metrics: Metrics
+    identity: Identity  # who may read what (issue 15)
     freshness: FreshnessChecker | None = None
 
 
@@ -113,8 +115,10 @@ async def build_services(
         pool=database.pool, embedder=embedder,
         source_factory=lambda: confluence_factory(settings, retry=confluence_retry),
         default_spaces=settings.confluence_spaces,
+        # per-user: every page is indexed, restricted ones too; each answer uses only what its audience may read.
+        all_users_group=settings.confluence_all_users_group if settings.per_user_permissions else None,
         options=SyncOptions(
-            include_restricted=settings.confluence_include_restricted,
+            include_restricted=settings.confluence_include_restricted or settings.per_user_permissions,
             max_delete_fraction=settings.sync_max_delete_fraction,
             concurrency=settings.confluence_max_concurrency,
             include_attachments=settings.confluence_include_attachments,
@@ -136,7 +140,8 @@ async def build_services(
         freshness = FreshnessChecker(
             source_factory=lambda: confluence_factory(settings, retry=confluence_retry), runner=runner
         )
-    services = Services(settings, database, embedder, chat, engine, runner, metrics, freshness)
+    identity = Identity(database.pool, per_user=settings.per_user_permissions)
+    services = Services(settings, database, embedder, chat, engine, runner, metrics, identity, freshness)
     try:
         yield services
     finally:

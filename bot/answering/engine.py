@@ -29,7 +29,7 @@ from bot.answering.models import MAX_QUESTION_CHARS, Answer, AskContext, Questio
 from bot.answering.ranking import RankingPolicy, keyword_query, rank
 from db import activity, search
 from db.activity import QueryLogEntry
-from db.models import SearchHit
+from db.models import Audience, SearchHit
 from ingest.embedders import Embedder
 
 logger = logging.getLogger(__name__)
@@ -83,13 +83,18 @@ class AnswerEngine:
     def mode(self) -> str:
         return "llm" if self._chat is not None else "extractive"
 
-    async def retrieve(self, question: str, *, spaces: Sequence[str] | None = None) -> Retrieved:
-        """Ranked hits, and the question's subjects the knowledge base doesn't know (one round trip each)."""
+    async def retrieve(
+        self, question: str, *, spaces: Sequence[str] | None = None, audience: Audience | None = None,
+    ) -> Retrieved:
+        """Ranked hits, and the question's subjects the knowledge base doesn't know (one round trip each).
+
+        `audience` (per-user permissions, issue 15): only pages it may read are searched; None: all pages."""
         [embedding] = await self._embedder.embed([question])
         subjects = question_subjects(question)
         async with self._pool.acquire() as conn:
             candidates = await search.hybrid_candidates(
-                conn, embedding, keyword_query(question), spaces=spaces, limit=self._candidates_per_leg
+                conn, embedding, keyword_query(question), spaces=spaces, limit=self._candidates_per_leg,
+                audience=audience,
             )
             counts = await search.subject_chunk_counts(conn, [(s.text, s.exact) for s in subjects])
         hits = rank(candidates, policy=self._ranking, now=datetime.now(UTC))
@@ -116,11 +121,12 @@ class AnswerEngine:
         spaces: Sequence[str] | None = None,
         context: AskContext = AskContext(),
         on_delta: DeltaCallback | None = None,
+        audience: Audience | None = None,
     ) -> Answer:
         started = time.monotonic()
         text, truncated = prepare_question(question)
         standalone = await self.standalone(text, history)
-        retrieved = await self.retrieve(standalone, spaces=spaces)
+        retrieved = await self.retrieve(standalone, spaces=spaces, audience=audience)
         hits = retrieved.hits
         best = top_similarity(hits)
         note: str | None = None

@@ -55,11 +55,16 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if outcome.status == "succeeded" else EXIT_PARTIAL
 
 
-async def ask_once(settings: Settings, question: str, spaces: list[str], *, as_json: bool) -> int:
+async def ask_once(
+    settings: Settings, question: str, spaces: list[str], *, as_json: bool, as_user: str | None = None,
+) -> int:
     async with build_services(settings) as services:
+        # per-user permissions: the pages `as_user` (an email) may read; without it, organisation-wide ones.
+        audience = await services.identity.for_email(as_user)
 
         async def ask() -> Answer:
-            return await services.engine.answer(question, spaces=spaces or None, context=AskContext(surface="cli"))
+            return await services.engine.answer(question, spaces=spaces or None, context=AskContext(surface="cli"),
+                                                audience=audience)
 
         try:
             answer = await ask()
@@ -76,7 +81,7 @@ async def ask_once(settings: Settings, question: str, spaces: list[str], *, as_j
 
 
 async def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    return await ask_once(settings, args.question, args.space, as_json=args.json)
+    return await ask_once(settings, args.question, args.space, as_json=args.json, as_user=args.as_user)
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:

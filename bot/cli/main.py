@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question", help="the question, in quotes")
     ask.add_argument("--space", action="append", default=[], metavar="KEY", help="only search this space")
     ask.add_argument("--json", action="store_true", help="print the answer and sources as JSON")
+    ask.add_argument("--as-user", default=None, metavar="EMAIL",
+                     help="CONFLUENCE_PERMISSIONS=per-user: answer from the pages this person may read "
+                          "(default: organisation-wide pages only)")
 
     status = commands.add_parser("status", help="show what the knowledge base holds")
     status.add_argument("--json", action="store_true", help="print as JSON")
@@ -151,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"askdocs: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except DATABASE_UNREACHABLE as error:
-        print(f"askdocs: the database became unreachable: {type(error).__name__}: {error}", file=sys.stderr)
+        # One line: a reconnect to a dropped database adds PostgreSQL's DETAIL line to the message.
+        first = (str(error).splitlines() or [""])[0]
+        print(f"askdocs: the database became unreachable: {type(error).__name__}: {first}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130

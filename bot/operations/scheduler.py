@@ -90,16 +90,16 @@ class SyncScheduler:
     def add_weekly(self, job: Callable[[], Awaitable[object]], *, name: str, day_of_week: str = "mon",
                    hour: int = 9) -> None:
         """Another job on the same scheduler, weekly at `hour`:00 UTC (e.g. the knowledge-gaps digest)."""
-
-        async def run() -> None:
-            try:
-                await job()
-            except Exception:
-                logger.exception("%s failed", name)
-
         self._scheduler.add_job(
-            run, trigger=CronTrigger(day_of_week=day_of_week, hour=hour, timezone=UTC), id=name, name=name,
-            coalesce=True, max_instances=1, misfire_grace_time=3600, replace_existing=True,
+            _logged(job, name), trigger=CronTrigger(day_of_week=day_of_week, hour=hour, timezone=UTC), id=name,
+            name=name, coalesce=True, max_instances=1, misfire_grace_time=3600, replace_existing=True,
+        )
+
+    def add_every(self, job: Callable[[], Awaitable[object]], *, name: str, minutes: float) -> None:
+        """Another job on the same scheduler, every `minutes` (e.g. the permission refresh, issue 15)."""
+        self._scheduler.add_job(
+            _logged(job, name), trigger=IntervalTrigger(minutes=minutes, timezone=UTC), id=name, name=name,
+            coalesce=True, max_instances=1, misfire_grace_time=max(1, int(minutes * 30)), replace_existing=True,
         )
 
     async def stop(self) -> None:
@@ -143,6 +143,18 @@ class SyncScheduler:
         status = await read_status(self._pool)
         return first_run_at(now=datetime.now(UTC), interval=self._interval, chunks=status.chunks,
                             last_success=status.last_success)
+
+
+def _logged(job: Callable[[], Awaitable[object]], name: str) -> Callable[[], Awaitable[None]]:
+    """The job, its failures logged rather than left to APScheduler's own reporting."""
+
+    async def run() -> None:
+        try:
+            await job()
+        except Exception:
+            logger.exception("%s failed", name)
+
+    return run
 
 
 def describe_holder(busy: AlreadyRunning) -> str:

@@ -20,8 +20,9 @@ PageUrl = Callable[[str], str]
 def needs_alert(outcome: RunOutcome) -> bool:
     """Failed pages, failed spaces or a failed run deserve a human's look; a clean run does not."""
     report = outcome.report
+    unreadable = outcome.permissions is not None and bool(outcome.permissions.unreadable)
     return outcome.status == "failed" or report.pages_failed + report.attachments_failed > 0 or bool(
-        outcome.failed_spaces)
+        outcome.failed_spaces) or unreadable
 
 
 def page_url_for(settings: Settings) -> PageUrl | None:

@@ -339,6 +339,7 @@ def sync_summary(user_id: str, outcome: RunOutcome) -> Message:
               for f in r.failures[:5]]
     if outcome.error:
         lines.append(f"• error: {escape(short_error(outcome.error, words=12))}")
+    lines += _unreadable_lines(outcome, None)
     blocks = [section(head), context(counts)]
     if lines:
         blocks += sections("\n".join(lines))
@@ -387,10 +388,25 @@ def ops_alert(outcome: RunOutcome, page_url: Callable[[str], str] | None = None)
                      f"{escape(short_error(failure.error))}")
     if len(r.failures) > ALERT_FAILURES_SHOWN:
         lines.append(f"…and {len(r.failures) - ALERT_FAILURES_SHOWN} more (see `askdocs status`).")
+    lines += _unreadable_lines(outcome, page_url)
     blocks = [section(head), context(counts)]
     if lines:
         blocks += sections("\n".join(lines))
     return {"text": head, "blocks": fit(blocks)}
+
+
+def _unreadable_lines(outcome: RunOutcome, page_url: Callable[[str], str] | None) -> list[str]:
+    """Pages used for nobody because their permissions could not be read (issue 15), by id: a title could say
+    more than the channel may know; the link opens only for those Confluence lets in."""
+    unreadable = outcome.permissions.unreadable if outcome.permissions is not None else {}
+    lines = []
+    for page_id, why in list(unreadable.items())[:ALERT_FAILURES_SHOWN]:
+        name = f"page {page_id}"
+        shown = link(page_url(page_id), name) if page_url else escape(name)
+        lines.append(f"• {shown} used by nobody until its permissions can be read: {escape(short_error(why))}")
+    if len(unreadable) > ALERT_FAILURES_SHOWN:
+        lines.append(f"…and {len(unreadable) - ALERT_FAILURES_SHOWN} more pages whose permissions could not be read.")
+    return lines
 
 
 # ---- App Home -----------------------------------------------------------------------------------------
