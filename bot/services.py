@@ -109,7 +109,7 @@ async def build_services(
     metrics = Metrics()
     engine = AnswerEngine(
         pool=database.pool, embedder=embedder, chat=chat, evidence=evidence_policy(embedder.model_name),
-        observer=metrics,
+        observer=metrics, rewrite_queries=settings.llm_query_rewrite,
     )
     runner = SyncRunner(
         pool=database.pool, embedder=embedder,

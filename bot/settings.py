@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     embedding_model: str | None = None
     llm_provider: Literal["openai", "none"] | None = None
     llm_model: str = "gpt-4o-mini"
+    # Let the chat model write a wiki-style passage to search with (one more model call per question).
+    llm_query_rewrite: bool = False
 
     sync_interval_hours: float = Field(default=24, gt=0)
     sync_max_delete_fraction: float = Field(default=0.5, ge=0, le=1)
