@@ -28,11 +28,10 @@ from typing import Any
 
 from bench.harness import CACHE_DIR, append_result, bench_database, machine_line, prepare_environment, table
 from bench.manual import SPACE_KEY, Page, manual_pages, serve_pages
-from bot.answering.evidence import EvidencePolicy, has_enough_evidence, top_similarity
+from bot.answering.evidence import EvidencePolicy, evidence_policy, has_enough_evidence, top_similarity
 from bot.answering.ranking import RankingPolicy, keyword_query, rank
 from bot.demo.confluence import SampleConfluence as ConfluenceEmulator
 from bot.operations.sync_runner import RunOutcome
-from bot.answering.evidence import evidence_policy
 from bot.services import Services, build_services
 from bot.settings import Settings, load_settings
 from db.models import SearchHit
