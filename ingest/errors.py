@@ -49,6 +49,15 @@ class ConfluenceError(IngestError):
         return self.status == 403 and self.retry_after is not None
 
 
+class ConfluenceBlocked(ConfluenceError):
+    """The account may not make requests for longer than askdocs waits (`X-RateLimit-Limit: 0`, or a
+    Retry-After/X-RateLimit-Reset past the policy's limit): retrying would only sleep, so it is never retried."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
 class ConfluenceAuthError(ConfluenceError):
     """401: the email + API token (Cloud) or personal access token (Data Center) was refused."""
 
