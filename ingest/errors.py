@@ -20,6 +20,21 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
+# Lines a database driver appends to its message (asyncpg: DETAIL, HINT…); they often hold row values.
+_DRIVER_DETAIL = ("DETAIL:", "HINT:", "CONTEXT:", "QUERY:", "WHERE:")
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error's text on one line, for people (CLI, API, Slack, run records): whatever the driver appends.
+
+    asyncpg adds a `DETAIL:` line to some messages (a database dropped mid-answer, issue 16); the log keeps the
+    whole error with its traceback.
+    """
+    lines = [line.strip() for line in str(error).splitlines()]
+    kept = [line for line in lines if line and not line.startswith(_DRIVER_DETAIL)]
+    return " ".join(kept) or (type(error).__name__ if isinstance(error, BaseException) else "")
+
+
 class IngestError(Exception):
     """Base of everything the ingest package raises on purpose."""
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from db.models import PageRecord, PageVersion, StoredChunk
 from ingest.chunker import chunk_sections
 from ingest.embedders import Embedder
-from ingest.errors import ConfluenceError, ListingIncomplete, PageForbidden
+from ingest.errors import ConfluenceError, ListingIncomplete, PageForbidden, one_line
 from ingest.models import Chunk, Page, PageFailure, PageRef, Space, SyncReport
 from ingest.storage_format import content_checksum, to_sections
 from ingest.tokens import CharacterBoundTokenizer
@@ -153,7 +153,7 @@ async def index_page(
 
 
 def _short_error(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
+    text = one_line(error)
     return text if len(text) <= 300 else text[:297] + "..."
 
 

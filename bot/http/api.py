@@ -30,6 +30,7 @@ from db import runs
 from db.errors import DATABASE_UNREACHABLE
 from db.models import SyncRun
 from ingest.embedders import EmbeddingError
+from ingest.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class ApiHandlers:
     def _describe(self, error: BaseException) -> str:
         if isinstance(error, TimeoutError):
             return f"no answer within {self._timeout_s:g}s"
-        return self._redact(f"{type(error).__name__}: {error}")
+        return self._redact(f"{type(error).__name__}: {one_line(error)}")
 
 
 def already_running(busy: AlreadyRunning) -> ApiError:

@@ -21,7 +21,7 @@ from db.errors import DATABASE_UNREACHABLE
 from db.models import PageVersion, SyncRun
 from db.store import SyncStore
 from ingest.embedders import Embedder
-from ingest.errors import ListingIncomplete
+from ingest.errors import ListingIncomplete, one_line
 from ingest.models import PageFailure, SyncReport
 from ingest.sync import Progress, SourceFactory, SyncOptions, index_page, sync_space
 
@@ -234,12 +234,12 @@ class SyncRunner:
                             report=report, options=options, progress=report_progress, on_failure=record,
                         )
                     except ListingIncomplete as incomplete:
-                        failed_spaces[space_key] = f"listing incomplete, nothing deleted: {incomplete}"
+                        failed_spaces[space_key] = f"listing incomplete, nothing deleted: {one_line(incomplete)}"
                         logger.warning("sync #%s: space %s: %s", run_id, space_key, failed_spaces[space_key])
                     except asyncio.CancelledError:
                         raise
                     except Exception as space_error:
-                        failed_spaces[space_key] = f"{type(space_error).__name__}: {space_error}"
+                        failed_spaces[space_key] = f"{type(space_error).__name__}: {one_line(space_error)}"
                         logger.exception("sync #%s: space %s failed", run_id, space_key)
                     async with self._pool.acquire() as conn:
                         await runs.update_counters(conn, run_id, _counters(report, started, failed_spaces))
@@ -248,13 +248,13 @@ class SyncRunner:
             await self._finish(run_id, "failed", report, started, failed_spaces, error)
             raise
         except Exception as crash:
-            error = f"{type(crash).__name__}: {crash}"
+            error = f"{type(crash).__name__}: {one_line(crash)}"
             logger.exception("sync #%s crashed", run_id)
         if error is None and report.pages_added + report.pages_updated + report.pages_deleted:
             try:
                 await self._store.refresh_search_stats()
             except DATABASE_UNREACHABLE as lost:
-                error = f"could not refresh search statistics: {lost}"
+                error = f"could not refresh search statistics: {one_line(lost)}"
         if error is not None or (failed_spaces and len(failed_spaces) == len(spaces)):
             status = "failed"
         elif failed_spaces or report.pages_failed:
