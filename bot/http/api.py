@@ -35,6 +35,7 @@ from ingest.errors import one_line
 
 logger = logging.getLogger(__name__)
 
+SlackState = Callable[[], dict[str, Any]]  # the Slack connection as /healthz shows it (bot.runtime)
 SYNC_POLL_S = 0.2  # how often a waiting sync request tries the lock again
 NOT_CONFIGURED = ("Confluence is not configured: set CONFLUENCE_BASE_URL with CONFLUENCE_EMAIL + "
                   "CONFLUENCE_API_TOKEN (Cloud) or CONFLUENCE_PAT (Data Center)")
@@ -70,8 +71,10 @@ def compat_summary(outcome: RunOutcome) -> dict[str, Any]:
 
 class ApiHandlers:
     def __init__(self, services: Services, *, next_sync_at: NextSyncAt | None, health_timeout_s: float,
-                 redact: Callable[[str], str], sync_wait_s: float = 600.0) -> None:
+                 redact: Callable[[str], str], sync_wait_s: float = 600.0,
+                 slack_state: SlackState | None = None) -> None:
         self._services = services
+        self._slack_state = slack_state
         self._sync_wait_s = sync_wait_s
         self._next_sync_at = next_sync_at or (lambda: None)
         self._timeout_s = health_timeout_s
@@ -94,6 +97,7 @@ class ApiHandlers:
             "next_sync_at": iso(status.next_sync_at),
             "embedding_model": self._services.embedder.model_name,
             "answer_mode": self._services.engine.mode,
+            "slack": self._slack_state() if self._slack_state is not None else {"state": "off"},
         })
 
     async def health(self, request: web.Request) -> web.Response:
@@ -234,7 +238,7 @@ async def wait_for_run(started: StartedRun) -> RunOutcome:
 
 def build_api(
     services: Services, *, next_sync_at: NextSyncAt | None = None, health_timeout_s: float = 2.0,
-    sync_wait_s: float = 600.0,
+    sync_wait_s: float = 600.0, slack_state: SlackState | None = None,
 ) -> web.Application:
     """The aiohttp app; the caller binds it (bot.runtime) or wraps it in a test server.
 
@@ -243,7 +247,7 @@ def build_api(
     redact = RedactSecrets(services.settings.secrets()).redact
     key = services.settings.api_key.get_secret_value() if services.settings.api_key else None
     handlers = ApiHandlers(services, next_sync_at=next_sync_at, health_timeout_s=health_timeout_s,
-                           redact=redact, sync_wait_s=sync_wait_s)
+                           redact=redact, sync_wait_s=sync_wait_s, slack_state=slack_state)
     app = web.Application(middlewares=[json_errors(redact), require_api_key(key or None)])
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/metrics", handlers.metrics)
