@@ -39,6 +39,7 @@ class ConfluenceEmulator(SampleConfluence):
         self._listing_fail_after: int | None = None
         self.account_window: AccountWindow | None = None  # enforce_rate_limit() sets it
         self.arrivals: list[float] = []  # time.monotonic() of each request, for pacing checks
+        self.peers: list[object] = []  # client address of each request: were connections reused?
         self._near_limit_left = 0
 
     # ---- faults and records -------------------------------------------------------------------------
@@ -106,6 +107,7 @@ class ConfluenceEmulator(SampleConfluence):
 
     async def _respond(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.arrivals.append(time.monotonic())
+        self.peers.append(request.transport.get_extra_info("peername") if request.transport else None)
         window = self.account_window
         if window is not None and (limited := window.reject_if_open()) is not None:
             return _error(429, "Rate limit exceeded", limited)
