@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from bot.http.api import build_api
+from bot.operations.retention import prune_query_log
 from bot.operations.scheduler import SyncScheduler
 from bot.services import Services, build_services
 from bot.settings import Settings, SettingsError
@@ -24,6 +25,7 @@ from ingest.errors import one_line, safe_url
 
 logger = logging.getLogger(__name__)
 
+RETENTION_JOB = "query log retention"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Handlers still running when the listener closes get this long to finish before they are cancelled.
 API_SHUTDOWN_TIMEOUT_S = 5.0
@@ -244,6 +246,10 @@ async def serve(
             await scheduler.start()
             if slack is not None and settings.slack_ops_channel:
                 scheduler.add_weekly(slack.post_gaps_digest, name="knowledge gaps digest")
+            scheduler.add_daily(
+                lambda: prune_query_log(services.database.pool, retention_days=settings.query_log_retention_days),
+                name=RETENTION_JOB,
+            )
         await stop.wait()
     finally:
         if connecting is not None:

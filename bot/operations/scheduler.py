@@ -89,7 +89,13 @@ class SyncScheduler:
     def add_weekly(self, job: Callable[[], Awaitable[object]], *, name: str, day_of_week: str = "mon",
                    hour: int = 9) -> None:
         """Another job on the same scheduler, weekly at `hour`:00 UTC (e.g. the knowledge-gaps digest)."""
+        self._add_job(job, name=name, trigger=CronTrigger(day_of_week=day_of_week, hour=hour, timezone=UTC))
 
+    def add_daily(self, job: Callable[[], Awaitable[object]], *, name: str, hour: int = 3) -> None:
+        """Another job on the same scheduler, daily at `hour`:00 UTC (e.g. query-log retention)."""
+        self._add_job(job, name=name, trigger=CronTrigger(hour=hour, timezone=UTC))
+
+    def _add_job(self, job: Callable[[], Awaitable[object]], *, name: str, trigger: CronTrigger) -> None:
         async def run() -> None:
             try:
                 await job()
@@ -97,7 +103,7 @@ class SyncScheduler:
                 logger.exception("%s failed", name)
 
         self._scheduler.add_job(
-            run, trigger=CronTrigger(day_of_week=day_of_week, hour=hour, timezone=UTC), id=name, name=name,
+            run, trigger=trigger, id=name, name=name,
             coalesce=True, max_instances=1, misfire_grace_time=3600, replace_existing=True,
         )
 
