@@ -31,6 +31,7 @@ REGISTRY: tuple[Benchmark, ...] = (
     Benchmark("search", "bench.search", "hybrid search latency and HNSW recall at 10k/100k chunks"),
     Benchmark("slack_latency", "bench.slack_latency", "Slack round-trip latency"),
     Benchmark("memory", "bench.memory", "memory use"),
+    Benchmark("loop_stall", "bench.loop_stall", "/healthz and Slack ack latency while a sync converts 2 MB pages"),
 )
 
 

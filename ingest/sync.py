@@ -17,10 +17,11 @@ from typing import Any, Protocol
 
 from db.models import PageRecord, PageVersion, StoredChunk
 from ingest.chunker import chunk_sections
+from ingest.convert import Converter
 from ingest.embedders import Embedder
 from ingest.errors import ConfluenceError, ListingIncomplete, PageForbidden, one_line
 from ingest.models import Chunk, Page, PageFailure, PageRef, Space, SyncReport
-from ingest.storage_format import content_checksum, to_sections
+from ingest.storage_format import content_checksum
 from ingest.tokens import CharacterBoundTokenizer
 
 logger = logging.getLogger(__name__)
@@ -133,17 +134,21 @@ async def embed_chunks(
 
 async def index_page(
     page: Page, *, known: PageVersion | None, store: PageStore, embedder: Embedder, options: SyncOptions,
-    report: SyncReport,
+    report: SyncReport, converter: Converter | None = None,
 ) -> str:
-    """Convert, chunk, embed and save one fetched page; returns what happened (added/updated/unchanged)."""
-    sections = to_sections(page.body, title=page.title)
-    checksum = page_checksum(page, content_checksum(sections))
+    """Convert, chunk, embed and save one fetched page; returns what happened (added/updated/unchanged).
+
+    Parsing (in `converter`'s worker process for big pages) and chunking run off the event loop: a 2 MB page
+    takes seconds of CPU, which on the loop stalled Slack acks and /healthz (issue 16).
+    """
+    sections = await (converter or Converter()).to_sections(page.body, title=page.title)
+    checksum = page_checksum(page, await asyncio.to_thread(content_checksum, sections))
     record = page_record(page, checksum)
     if known is not None and known.checksum == checksum and not options.force:
         await store.save_page_metadata(record)
         return "unchanged"
-    chunks = chunk_sections(
-        sections, title=page.title, breadcrumb=page.breadcrumb,
+    chunks = await asyncio.to_thread(
+        chunk_sections, sections, title=page.title, breadcrumb=page.breadcrumb,
         tokenizer=CharacterBoundTokenizer(embedder.tokenizer),
         max_tokens=min(embedder.max_input_tokens, options.max_chunk_tokens), overlap_tokens=options.overlap_tokens,
     )
@@ -167,6 +172,7 @@ async def sync_space(
     options: SyncOptions = SyncOptions(),
     progress: ProgressCallback | None = None,
     on_failure: FailureCallback | None = None,
+    converter: Converter | None = None,
 ) -> None:
     """Bring one space's pages in the knowledge base in line with Confluence.
 
@@ -205,7 +211,7 @@ async def sync_space(
                 else:
                     outcome = await index_page(
                         page, known=known.get(ref.page_id), store=store, embedder=embedder,
-                        options=options, report=report,
+                        options=options, report=report, converter=converter,
                     )
                     if outcome == "added":
                         report.pages_added += 1

@@ -20,6 +20,7 @@ from db import runs
 from db.errors import DATABASE_UNREACHABLE
 from db.models import PageVersion, SyncRun
 from db.store import SyncStore
+from ingest.convert import Converter
 from ingest.embedders import Embedder
 from ingest.errors import ListingIncomplete, one_line
 from ingest.models import PageFailure, SyncReport
@@ -89,6 +90,7 @@ class SyncRunner:
         self._options = options
         self._listeners: list[FinishedCallback] = []
         self._tasks: set[asyncio.Task[RunOutcome]] = set()
+        self._converter = Converter()  # big pages parse in its worker process, started on first use
 
     def on_finished(self, callback: FinishedCallback) -> None:
         self._listeners.append(callback)
@@ -153,6 +155,7 @@ class SyncRunner:
                     await index_page(
                         page, known=PageVersion(known.version, known.checksum) if known else None,
                         store=self._store, embedder=self._embedder, options=self._options, report=report,
+                        converter=self._converter,
                     )
                     done.append(page_id)
                 except asyncio.CancelledError:
@@ -175,6 +178,7 @@ class SyncRunner:
         for task in list(self._tasks):
             task.cancel()
         await self.wait_idle()
+        self._converter.close()
 
     async def _locked_run(
         self, spaces: list[str], *, force: bool, trigger: str, requested_by: str | None,
@@ -232,6 +236,7 @@ class SyncRunner:
                         await sync_space(
                             space_key, source=source, store=self._store, embedder=self._embedder,
                             report=report, options=options, progress=report_progress, on_failure=record,
+                            converter=self._converter,
                         )
                     except ListingIncomplete as incomplete:
                         failed_spaces[space_key] = f"listing incomplete, nothing deleted: {one_line(incomplete)}"
