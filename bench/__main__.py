@@ -28,6 +28,7 @@ REGISTRY: tuple[Benchmark, ...] = (
     Benchmark(
         "retrieval", "bench.retrieval", "retrieval quality with all-MiniLM-L6-v2 (slow the first time)"
     ),
+    Benchmark("answers", "bench.answers", "answer quality per question kind and split, extractive and LLM"),
     Benchmark("search", "bench.search", "hybrid search latency and HNSW recall at 10k/100k chunks"),
     Benchmark("slack_latency", "bench.slack_latency", "Slack round-trip latency"),
     Benchmark("memory", "bench.memory", "memory use"),

@@ -19,7 +19,8 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,18 +28,12 @@ from typing import Any
 
 from bench.harness import CACHE_DIR, append_result, bench_database, machine_line, prepare_environment, table
 from bench.manual import SPACE_KEY, CorpusMissing, Page, manual_pages, serve_pages
-from bot.answering.ranking import (
-    EvidencePolicy,
-    RankingPolicy,
-    has_enough_evidence,
-    keyword_query,
-    rank,
-    top_similarity,
-)
+from bot.answering.evidence import EvidencePolicy, has_enough_evidence, top_similarity
+from bot.answering.ranking import RankingPolicy, keyword_query, rank
 from bot.demo.confluence import SampleConfluence as ConfluenceEmulator
 from bot.operations.sync_runner import RunOutcome
 from bot.services import Services, build_services, evidence_policy
-from bot.settings import load_settings
+from bot.settings import Settings, load_settings
 from db.models import SearchHit
 from db.search import hybrid_candidates
 from ingest.embedders.local import LocalEmbedder
@@ -259,17 +254,8 @@ async def evaluate(pages: Sequence[Page], questions: Sequence[Question], dsn: st
     embedder = LocalEmbedder()
     async with ConfluenceEmulator(email=EMAIL, api_token=TOKEN) as confluence:
         serve_pages(confluence, pages)
-        settings = load_settings(
-            None,
-            database_url=dsn,
-            askdocs_data_dir=CACHE_DIR,
-            confluence_base_url=confluence.base_url,
-            confluence_email=EMAIL,
-            confluence_api_token=TOKEN,
-            confluence_spaces=[SPACE_KEY],
-            embedding_provider="local",
-            llm_provider="none",
-        )
+        assert confluence.base_url is not None
+        settings = manual_settings(dsn, confluence.base_url)
         async with build_services(settings, embedder=embedder) as services:
             started = time.monotonic()
             outcome = await sync_manual(services)
@@ -389,14 +375,31 @@ def result_json(result: RetrievalResult) -> dict[str, Any]:
     }
 
 
-async def run(pages: Sequence[Page], questions: Sequence[Question]) -> RetrievalResult:
-    """Sync into the cached database (rebuilt when the corpus changed), then evaluate."""
+@asynccontextmanager
+async def cached_manual_database(pages: Sequence[Page]) -> AsyncIterator[str]:
+    """The DSN of the cached bench database (rebuilt when the corpus or the chunking code changed)."""
     marker = DB_DIR / "corpus.txt"
     fingerprint = corpus_fingerprint(pages)
     keep = marker.exists() and marker.read_text().strip() == fingerprint
     DB_DIR.mkdir(parents=True, exist_ok=True)
     async with bench_database(DATABASE, data_dir=DB_DIR, keep=keep) as dsn:
         marker.write_text(fingerprint)
+        yield dsn
+
+
+def manual_settings(dsn: str, confluence_url: str, **overrides: Any) -> Settings:
+    """Settings for the manual served by the emulator: local model, extractive unless overridden."""
+    values: dict[str, Any] = {
+        "database_url": dsn, "askdocs_data_dir": CACHE_DIR, "confluence_base_url": confluence_url,
+        "confluence_email": EMAIL, "confluence_api_token": TOKEN, "confluence_spaces": [SPACE_KEY],
+        "embedding_provider": "local", "llm_provider": "none",
+    }
+    return load_settings(None, **{**values, **overrides})
+
+
+async def run(pages: Sequence[Page], questions: Sequence[Question]) -> RetrievalResult:
+    """Sync into the cached database (rebuilt when the corpus changed), then evaluate."""
+    async with cached_manual_database(pages) as dsn:
         return await evaluate(pages, questions, dsn)
 
 

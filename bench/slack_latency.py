@@ -8,8 +8,13 @@ the demo space (bot/demo/pages.jsonl, the PostgreSQL manual) in the Confluence e
 the moment the emulator sent the `app_mention` envelope:
 
 - ack: the emulator's ack record (`Ack.latency_s`; Slack redelivers after 3 s),
-- first reply: the placeholder `chat.postMessage` in the question's thread,
-- final: the last `chat.update` of that placeholder (the answer, a refusal or an apology).
+- first text: the first text in the question's thread (`chat.startStream` of a streamed answer, or the
+  `chat.postMessage` of one that arrives whole; Slack's loading status shows before it, at no message),
+- final: the last write of that message (`chat.stopStream`, a correcting `chat.update`, or the post itself).
+
+`--burst N` adds the issue-17 scenario: N questions at once while the model streams each answer for
+several seconds (`--stream-delta-s` between deltas), under Slack's limits (chat.update 50 and
+chat.appendStream 100 a minute for the workspace, in the emulator and in the bot's budget) and without.
 
 Rounds: emulator embeddings ("emulator-embedding") with extractive answers and with the LLM (OpenAI
 emulator); then the real all-MiniLM-L6-v2 (`LocalEmbedder`, the zero-credential default) extractive while
@@ -53,9 +58,10 @@ from bot.services import Services, build_services
 from bot.settings import load_settings
 from bot.slack import blocks
 from bot.slack.app import SlackBot
+from bot.slack.budget import RateBudget
 from ingest.sync import Progress
 from tests.emulators.openai import OpenAIEmulator
-from tests.emulators.slack import SlackEmulator
+from tests.emulators.slack import SLACK_TIER_LIMITS, SlackEmulator
 
 ACK_TARGET_P95_MS = 300.0
 QUESTIONS_FILE = BENCH_DIR / "data" / "retrieval_questions.jsonl"
@@ -141,18 +147,13 @@ class LoopLag:
 
 async def ask_together(slack: SlackEmulator, questions: Sequence[str], *, name: str,
                        timeout_s: float = 600) -> Round:
-    """Send every question at once, wait for each final chat.update, and time each step."""
+    """Send every question at once, wait for each final message, and time each step."""
     calls_before = len(slack.calls)
     started = time.perf_counter()
     sent = await asyncio.gather(*(slack.mention(q, channel=CHANNEL) for q in questions))
-    placeholders: dict[str, str | None] = {}
     for envelope_id, ts in sent:  # cheap predicates: the emulator re-checks them on every call
         await slack.wait_for_ack(envelope_id, timeout=timeout_s)
-        await slack.wait_for("chat.postMessage", partial(_posted_in, ts), since=calls_before,
-                             timeout=timeout_s)
-        mine = placeholders[ts] = _placeholder_ts(slack, ts)
-        await slack.wait_for("chat.update", partial(_is_final, mine), since=calls_before,
-                             timeout=timeout_s)
+        await slack.wait_for_message(partial(_finished_in, slack, ts), timeout=timeout_s)
     result = Round(name, wall_s=time.perf_counter() - started)
     calls = slack.calls[calls_before:]
     for call in calls:
@@ -161,33 +162,27 @@ async def ask_together(slack: SlackEmulator, questions: Sequence[str], *, name: 
     for envelope_id, ts in sent:
         ack = slack.acks[envelope_id]
         sent_at = ack.ack_time - ack.latency_s
-        placeholder = next((c for c in calls if c.ok and c.method == "chat.postMessage"
-                            and c.params.get("thread_ts") == ts), None)
-        mine = placeholders[ts]
-        updates = [c for c in calls if c.ok and c.method == "chat.update" and c.params.get("ts") == mine]
-        final = updates[-1] if updates else None
+        [message] = [m for m in slack.messages_in_thread(CHANNEL, ts) if m.get("bot_id") == slack.bot_id]
+        first = next((c for c in calls if c.ok and c.method in ("chat.postMessage", "chat.startStream")
+                      and c.params.get("thread_ts") == ts), None)
+        writes = [c for c in calls if c.ok and c.method in ("chat.stopStream", "chat.update")
+                  and c.params.get("ts") == message["ts"]]
+        final = writes[-1] if writes else first
         result.timings.append(QuestionTiming(
             ack_ms=ack.latency_s * 1000,
-            first_reply_ms=(placeholder.time - sent_at) * 1000 if placeholder else None,
+            first_reply_ms=(first.time - sent_at) * 1000 if first else None,
             final_ms=(final.time - sent_at) * 1000 if final else None,
-            outcome=_outcome(final.params) if final else "none",
+            outcome=_outcome(message),
         ))
-        if final is not None and result.timings[-1].outcome == "error":
-            result.error_texts.append(str(final.params.get("text"))[:200])
+        if result.timings[-1].outcome == "error":
+            result.error_texts.append(str(message.get("text"))[:200])
     return result
 
 
-def _placeholder_ts(slack: SlackEmulator, thread_ts: str) -> str | None:
-    replies = [m for m in slack.messages_in_thread(CHANNEL, thread_ts) if m.get("bot_id") == slack.bot_id]
-    return str(replies[0]["ts"]) if replies else None
-
-
-def _posted_in(thread_ts: str, params: dict[str, Any]) -> bool:
-    return bool(params.get("thread_ts") == thread_ts)
-
-
-def _is_final(message_ts: str | None, params: dict[str, Any]) -> bool:
-    return params.get("ts") == message_ts and _outcome(params) != "streaming"
+def _finished_in(slack: SlackEmulator, thread_ts: str, message: dict[str, Any]) -> bool:
+    return (message.get("thread_ts") == thread_ts and message["ts"] != thread_ts
+            and message.get("bot_id") == slack.bot_id and not slack.is_streaming(CHANNEL, message["ts"])
+            and _outcome(message) != "streaming")
 
 
 def _outcome(params: dict[str, Any]) -> str:
@@ -195,7 +190,9 @@ def _outcome(params: dict[str, Any]) -> str:
     text = str(params.get("text") or "")
     if any(i.startswith(blocks.ANSWER_BLOCK_PREFIX) for i in ids):
         return "refused" if text.startswith("I couldn't find") else "answered"
-    if blocks.WRITING in json.dumps(params.get("blocks") or [], ensure_ascii=False):
+    shown = json.dumps(params.get("blocks") or [], ensure_ascii=False)
+    # No blocks: a stream stopped and about to be replaced by the final text (see AnswerReply.finish).
+    if not params.get("blocks") or blocks.WRITING in shown or blocks.SEARCHING in shown:
         return "streaming"
     return "error"
 
@@ -239,6 +236,11 @@ async def _serve_emulators(conn: Connection, local_pages: int) -> None:
                                slack.bot_token, slack.app_token))
         while True:
             command = await asyncio.to_thread(conn.recv)
+            if command[0] == "configure":  # ("configure", Slack's limits, seconds between model deltas)
+                slack.set_rate_limits(command[1])
+                openai.stream_delta_interval_s = command[2]
+                conn.send(None)
+                continue
             if command[0] != "ask":
                 break
             try:
@@ -268,6 +270,11 @@ class Emulators:
         if self._process.is_alive():
             self._process.kill()
 
+    async def configure(self, *, limits: dict[str, int], stream_delta_s: float) -> None:
+        """Slack's per-method limits in the emulator and the model's pace, for the rounds that follow."""
+        self._conn.send(("configure", limits, stream_delta_s))
+        await asyncio.to_thread(self._conn.recv)
+
     async def ask(self, questions: Sequence[str], *, name: str) -> Round:
         """Fire the questions together from the emulator process; loop lag is sampled here, on the bot's loop."""
         with LoopLag() as lag:
@@ -286,6 +293,7 @@ class Emulators:
 @asynccontextmanager
 async def running_bot(
     dsn: str, data_dir: Path, urls: EmulatorUrls, *, embedding: str, llm: bool,
+    budget: RateBudget | None = None,
 ) -> AsyncIterator[Services]:
     """build_services + SlackBot.start() for one configuration; stopped (and drained) on exit."""
     settings = load_settings(
@@ -300,7 +308,7 @@ async def running_bot(
     )
     async with build_services(settings) as services:
         await services.embedder.embed(["warm up"])  # a local model loads on first use (~5 s): not a reply
-        bot = SlackBot(services)
+        bot = SlackBot(services, budget=budget)
         await bot.start()
         try:
             yield services
@@ -328,6 +336,24 @@ async def emulator_rounds(questions: Sequence[str], emulators: Emulators, data_d
             rounds.append(await emulators.ask(questions, name="emulator embeddings, extractive"))
         async with running_bot(dsn, data_dir, urls, embedding="emulator", llm=True):
             rounds.append(await emulators.ask(questions, name="emulator embeddings, LLM (emulator)"))
+    return rounds
+
+
+async def burst_rounds(questions: Sequence[str], emulators: Emulators, data_dir: Path, *,
+                       stream_delta_s: float) -> list[Round]:
+    """The same burst while the model streams for seconds: without Slack's limits, then under them."""
+    assert emulators.urls is not None
+    rounds = []
+    async with bench_database("bench_slack_burst") as dsn:
+        for label, limits in (("no limits", {}), ("Slack's limits", dict(SLACK_TIER_LIMITS))):
+            await emulators.configure(limits=limits, stream_delta_s=stream_delta_s)
+            async with running_bot(dsn, data_dir, emulators.urls, embedding="emulator", llm=True,
+                                   budget=RateBudget(limits)) as services:
+                if not rounds:
+                    await sync_demo(services)
+                rounds.append(await emulators.ask(
+                    questions, name=f"model streaming {stream_delta_s:g} s/delta, {label}"))
+        await emulators.configure(limits=dict(SLACK_TIER_LIMITS), stream_delta_s=0.0)
     return rounds
 
 
@@ -364,14 +390,18 @@ async def local_rounds(questions: Sequence[str], emulators: Emulators, data_dir:
     return rounds
 
 
-async def measure(*, questions: int, local_pages: int, skip_local: bool) -> list[Round]:
-    asked = load_questions(questions)
+async def measure(*, questions: int, local_pages: int, skip_local: bool, burst: int,
+                  stream_delta_s: float) -> list[Round]:
+    asked = load_questions(max(questions, burst))
     with tempfile.TemporaryDirectory(prefix="askdocs-bench-slack-") as scratch:
         emulators = Emulators(local_pages)
         async with emulators:
-            rounds = await emulator_rounds(asked, emulators, Path(scratch))
+            rounds = await emulator_rounds(asked[:questions], emulators, Path(scratch))
+            if burst:
+                rounds += await burst_rounds(asked[:burst], emulators, Path(scratch),
+                                             stream_delta_s=stream_delta_s)
             if not skip_local:
-                rounds += await local_rounds(asked, emulators, Path(scratch), pages=local_pages)
+                rounds += await local_rounds(asked[:questions], emulators, Path(scratch), pages=local_pages)
     return rounds
 
 
@@ -381,14 +411,15 @@ async def measure(*, questions: int, local_pages: int, skip_local: bool) -> list
 def report(rounds: Sequence[Round]) -> str:
     rows: list[list[object]] = []
     for r in rounds:
-        for label, metric in (("ack", "ack_ms"), ("first reply", "first_reply_ms"), ("final answer", "final_ms")):
+        for label, metric in (("ack", "ack_ms"), ("first text", "first_reply_ms"), ("final answer", "final_ms")):
             values = r.values(metric)
             rows.append([r.name if label == "ack" else "", label, len(values), percentile(values, 50),
                          percentile(values, 95), max(values) if values else None])
         rows.append(["", "loop lag", len(r.loop_lag_ms), percentile(r.loop_lag_ms, 50),
                      percentile(r.loop_lag_ms, 95), max(r.loop_lag_ms) if r.loop_lag_ms else None])
-    asked = len(rounds[0].timings) if rounds else 0
-    title = f"Slack latency, {asked} questions arriving together (ms from the envelope being sent)"
+    asked = sorted({len(r.timings) for r in rounds})
+    title = (f"Slack latency, {' or '.join(map(str, asked))} questions arriving together "
+             "(ms from the envelope being sent)")
     out = [table(["round", "measure", "n", "p50 ms", "p95 ms", "max ms"], rows, title=title)]
     outcome_rows = []
     for r in rounds:
@@ -436,13 +467,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-pages", type=int, default=59,
                         help="demo pages synced for the local-model rounds (59 = all, ~1 min on 2 cores)")
     parser.add_argument("--skip-local", action="store_true", help="only the emulator-embedding rounds")
+    parser.add_argument("--burst", type=int, default=20,
+                        help="questions at once while the model streams, with and without Slack's limits (0: skip)")
+    parser.add_argument("--stream-delta-s", type=float, default=0.25,
+                        help="the model's pause between deltas in the burst rounds")
     args = parser.parse_args(argv)
     prepare_environment()
     logging.basicConfig(level=logging.ERROR)
     print(machine_line(), flush=True)
     load_before = load_average()
     rounds = asyncio.run(measure(questions=args.questions, local_pages=args.local_pages,
-                                 skip_local=args.skip_local))
+                                 skip_local=args.skip_local, burst=args.burst,
+                                 stream_delta_s=args.stream_delta_s))
     print(report(rounds), flush=True)
     load = {"before": load_before, "after": load_average()}
     print(f"load average (1/5/15 min) before: {load['before']}, after: {load['after']} "
@@ -452,6 +488,11 @@ def main(argv: list[str] | None = None) -> int:
               if (p95 := percentile(r.values("ack_ms"), 95)) is None or p95 > ACK_TARGET_P95_MS]
     if missed:
         print(f"ack p95 target ({ACK_TARGET_P95_MS:.0f} ms) missed in: {', '.join(missed)}")
+    bursts = [r for r in rounds if r.name.startswith("model streaming")]
+    if len(bursts) == 2:
+        free, limited = (percentile(r.values("final_ms"), 95) or 0.0 for r in bursts)
+        print(f"burst under Slack's limits: p95 final {limited:.0f} ms vs {free:.0f} ms without "
+              f"({limited / free:.2f}×; goal ≤ 1.5×)")
     return 0
 
 

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 from bot.answering.chat import ChatModel, OpenAIChat
 from bot.answering.engine import AnswerEngine
+from bot.answering.evidence import evidence_policy
 from bot.answering.freshness import FreshnessChecker
-from bot.answering.ranking import evidence_policy
 from bot.operations.metrics import Metrics
 from bot.operations.sync_runner import RunOutcome, SyncRunner
 from bot.settings import Settings, SettingsError
 from db.connect import Database, open_database
+from ingest.attachments import AttachmentOptions
 from ingest.confluence import ConfluenceClient, RetryPolicy
 from ingest.embedders import Embedder
 from ingest.sync import PageSource, SyncOptions
@@ -74,7 +75,7 @@ def confluence_factory(settings: Settings, *, retry: RetryPolicy = RetryPolicy()
     return ConfluenceClient(
         settings.confluence_base_url, email=settings.confluence_email,
         api_token=settings.confluence_api_token.get_secret_value(),
-        max_concurrency=settings.confluence_max_concurrency, retry=retry,
+        max_concurrency=settings.confluence_max_concurrency, retry=retry, cloud_id=settings.confluence_cloud_id,
     )
 
 
@@ -109,6 +110,13 @@ async def build_services(
             include_restricted=settings.confluence_include_restricted,
             max_delete_fraction=settings.sync_max_delete_fraction,
             concurrency=settings.confluence_max_concurrency,
+            include_attachments=settings.confluence_include_attachments,
+            include_comments=settings.confluence_include_comments,
+            include_blogposts=settings.confluence_include_blogposts,
+            attachments=AttachmentOptions(
+                max_bytes=int(settings.confluence_attachment_max_mb * 1024 * 1024),
+                types=tuple(settings.confluence_attachment_types),
+            ),
         ),
     )
 

@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     confluence_spaces: CommaList = Field(default_factory=list)
     confluence_include_restricted: bool = False
     confluence_max_concurrency: int = Field(default=4, ge=1, le=32)
+    # Scoped API tokens reach Cloud only through https://api.atlassian.com/ex/confluence/{cloudId}: give that
+    # as CONFLUENCE_BASE_URL, or the site URL plus its cloud id (https://<site>/_edge/tenant_info shows it).
+    confluence_cloud_id: str | None = None
+    confluence_include_attachments: bool = True
+    confluence_include_comments: bool = True
+    confluence_include_blogposts: bool = True
+    confluence_attachment_max_mb: float = Field(default=20, gt=0, le=1024)
+    confluence_attachment_types: CommaList = Field(
+        default_factory=lambda: ["pdf", "docx", "pptx", "xlsx", "csv", "md", "txt"]
+    )
 
     slack_bot_token: SecretStr | None = None
     slack_app_token: SecretStr | None = None
@@ -70,7 +80,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str | None = None  # default: INFO for `askdocs run`, WARNING for one-shot commands
 
-    @field_validator("confluence_spaces", "slack_admin_users", "slack_channel_spaces", mode="before")
+    @field_validator(
+        "confluence_spaces", "slack_admin_users", "slack_channel_spaces", "confluence_attachment_types",
+        mode="before",
+    )
     @classmethod
     def _comma_lists(cls, value: object) -> object:
         return _split_commas(value)

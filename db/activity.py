@@ -21,7 +21,14 @@ ON CONFLICT (query_id, user_id) DO UPDATE SET value = EXCLUDED.value, created_at
 """
 SPACE_COUNTS = """
 SELECT s.space_key, s.name, s.last_synced_at,
-       (SELECT count(*) FROM pages p WHERE p.space_key = s.space_key AND p.status = 'current') AS pages,
+       (SELECT count(*) FROM pages p WHERE p.space_key = s.space_key AND p.status = 'current'
+           AND p.content_type = 'page') AS pages,
+       (SELECT count(*) FROM pages p WHERE p.space_key = s.space_key AND p.status = 'current'
+           AND p.content_type = 'blogpost') AS blogposts,
+       (SELECT coalesce(sum(p.comment_count), 0) FROM pages p
+         WHERE p.space_key = s.space_key AND p.status = 'current') AS comments,
+       (SELECT count(*) FROM attachments a WHERE a.space_key = s.space_key AND a.status = 'indexed')
+           AS attachments,
        (SELECT count(*) FROM chunks c WHERE c.space_key = s.space_key) AS chunks
   FROM spaces s ORDER BY s.space_key
 """

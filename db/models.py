@@ -12,6 +12,9 @@ class PageVersion:
     version: int
     checksum: str
     status: str = "current"
+    comments_fingerprint: str = ""
+    includes: tuple[str, ...] = ()
+    content_type: str = "page"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,33 @@ class PageRecord:
     # 'current', or 'restricted': a page with read restrictions kept as a row without chunks, so it isn't
     # downloaded again until its version changes.
     status: str = "current"
+    content_type: str = "page"  # or 'blogpost'
+    comments_fingerprint: str = ""
+    comment_count: int = 0
+    includes: tuple[str, ...] = ()  # ids of the pages whose content this one inlines
+
+
+@dataclass(frozen=True)
+class AttachmentVersion:
+    """What the index holds of one attached file: enough to skip an unchanged one without downloading it."""
+
+    page_id: str
+    version: int
+    status: str  # indexed | skipped | failed
+
+
+@dataclass(frozen=True)
+class AttachmentRecord:
+    attachment_id: str
+    page_id: str
+    space_key: str
+    title: str
+    media_type: str
+    file_size: int
+    version: int
+    url: str
+    status: str = "indexed"
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +92,10 @@ class SearchHit:
     keyword_rank: int | None = None
     last_modified: datetime | None = None
     version: int = 0
+    # Set when the chunk comes from a file attached to the page (page_id stays the page's).
+    attachment_id: str | None = None
+    attachment_title: str | None = None
+    attachment_url: str | None = None
 
 
 @dataclass(frozen=True)

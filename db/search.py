@@ -49,12 +49,28 @@ WITH vector_leg AS MATERIALIZED (
 SELECT c.id, c.page_id, c.space_key, c.heading_path, c.content,
        1 - (c.embedding <=> $1) AS similarity,
        v.vector_rank, k.keyword_rank,
-       p.title, p.url, p.ancestors, p.last_modified, p.version
+       p.title, p.url, p.ancestors, p.last_modified, p.version,
+       c.attachment_id, a.title AS attachment_title, a.url AS attachment_url
   FROM candidates
   JOIN chunks c USING (id)
   JOIN pages p ON p.page_id = c.page_id
+  LEFT JOIN attachments a ON a.attachment_id = c.attachment_id
   LEFT JOIN vector_ranked v USING (id)
   LEFT JOIN keyword_leg k USING (id)
+"""
+
+SUBJECT_CHUNK_COUNTS = """
+-- How many chunks mention each term: an identifier ($2 true) as a phrase, counted up to $3; any other term by
+-- its rarest lexeme (lexeme_stats, refreshed after each sync). A term with no lexeme (a stopword) is common.
+SELECT term,
+       CASE WHEN exact
+            THEN (SELECT count(*) FROM (SELECT 1 FROM chunks
+                                         WHERE tsv @@ phraseto_tsquery('english', term) LIMIT $3) AS found)
+            ELSE (SELECT coalesce(min(coalesce(stats.ndoc, 0)), 2147483647)
+                    FROM unnest(tsvector_to_array(to_tsvector('english', term))) AS word(lexeme)
+                    LEFT JOIN lexeme_stats stats ON stats.lexeme = word.lexeme)
+       END AS chunks
+  FROM unnest($1::text[], $2::boolean[]) AS subject(term, exact)
 """
 
 # A keyword counts as distinctive in at most this many chunks, or this share of them if that is more.
@@ -98,9 +114,21 @@ async def hybrid_candidates(
             breadcrumb=tuple(r["ancestors"]), heading_path=tuple(r["heading_path"]), content=r["content"],
             score=float(r["similarity"]), vector_similarity=float(r["similarity"]), vector_rank=r["vector_rank"],
             keyword_rank=r["keyword_rank"], last_modified=r["last_modified"], version=r["version"],
+            attachment_id=r["attachment_id"], attachment_title=r["attachment_title"],
+            attachment_url=r["attachment_url"],
         )
         for r in rows
     ]
+
+
+async def subject_chunk_counts(
+    conn: asyncpg.Connection, terms: Sequence[tuple[str, bool]], *, cap: int = 10
+) -> dict[str, int]:
+    """For each (term, exact) pair, how many chunks mention it (identifiers counted up to `cap`)."""
+    if not terms:
+        return {}
+    rows = await conn.fetch(SUBJECT_CHUNK_COUNTS, [t for t, _ in terms], [e for _, e in terms], cap)
+    return {r["term"]: int(r["chunks"]) for r in rows}
 
 
 async def refresh_lexeme_stats(conn: asyncpg.Connection) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from db import pages, search
-from db.models import PageRecord, PageVersion, StoredChunk
+from db.models import AttachmentRecord, AttachmentVersion, PageRecord, PageVersion, StoredChunk
 
 
 class SyncStore:
@@ -58,3 +58,20 @@ class SyncStore:
     async def page(self, page_id: str) -> PageRecord | None:
         async with self._pool.acquire() as conn:
             return await pages.page_by_id(conn, page_id)
+
+    async def known_attachments(self, space_key: str) -> dict[str, AttachmentVersion]:
+        async with self._pool.acquire() as conn:
+            return await pages.known_attachments(conn, space_key)
+
+    async def save_attachment(
+        self, record: AttachmentRecord, chunks: Sequence[StoredChunk], *, page_title: str
+    ) -> None:
+        """Write the file's row and all its chunks together, or nothing at all."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await pages.lock_page(conn, record.page_id)
+            await pages.upsert_attachment(conn, record)
+            await pages.replace_attachment_chunks(conn, record, page_title, chunks)
+
+    async def delete_attachments(self, attachment_ids: Sequence[str]) -> int:
+        async with self._pool.acquire() as conn:
+            return await pages.delete_attachments(conn, attachment_ids)

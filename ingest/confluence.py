@@ -1,9 +1,13 @@
 """ConfluenceClient: space listing (ids + versions, no bodies), body fetch, CQL, auth and retries.
 
-Cloud (email + API token): basic auth under `/wiki`; REST v2 for spaces and listings (cursor in `_links.next`
-or the `Link` header, `limit` <= 250), v1 for CQL and body fetch. Data Center (personal access token): Bearer
-auth under `/rest/api`, v1 only, `start`/`limit` pages. Either way `_links.next` is followed verbatim: offsets
-are never computed (a loader that stops at the first 100 results is a known bug elsewhere).
+Cloud (email + API token): basic auth under `/wiki`; REST v2 for spaces, listings and bodies (cursor in
+`_links.next` or the `Link` header, `limit` <= 250); v1 only for what v2 lacks (CQL, read restrictions, users):
+v1 `GET /content/{id}` is deprecated and answers 410 Gone through the api.atlassian.com gateway that scoped
+API tokens must use. The base URL may be that gateway (`https://api.atlassian.com/ex/confluence/{cloudId}`),
+used as given: the server's next links omit the prefix, so they are joined to the configured base path.
+Data Center (personal access token): Bearer auth under `/rest/api`, v1 only, `start`/`limit` pages. Either way
+`_links.next` is followed, never computed (a loader that stops at the first 100 results is a known bug elsewhere).
+Comments, attachments, blog posts and users: ingest/confluence_content.py (a mixin of this class).
 
 Over 400 lines on purpose: Cloud and Data Center, v1 and v2, share one retry loop and one pagination walker;
 splitting them apart would duplicate both.
@@ -28,22 +32,26 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 from yarl import URL
 
+from ingest.confluence_content import ContentApi, parse_when
 from ingest.errors import ConfluenceAuthError, ConfluenceError, ListingIncomplete, PageForbidden, safe_url
 from ingest.models import Page, PageRef, Space
-from ingest.ratelimit import RateLimitGate, parse_retry_after
+from ingest.ratelimit import RateLimitGate
 
 logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 
-# Everything fetch_page needs in one v1 request. Read restrictions of the page and of its ancestors: a page
+# Everything fetch_page needs in one v1 request (Data Center). Read restrictions of the page and its ancestors: a page
 # under a restricted parent is as hidden as the parent, though its own restrictions are empty.
 PAGE_EXPAND = (
     "body.storage,version,ancestors,metadata.labels,space,history.lastUpdated,"
     "restrictions.read.restrictions.user,restrictions.read.restrictions.group,"
     "ancestors.restrictions.read.restrictions.user,ancestors.restrictions.read.restrictions.group"
 )
-__all__ = ["ConfluenceClient", "RetryPolicy", "cql_time", "parse_retry_after"]
+# Without the ancestors' restrictions: that expand 404s when an ancestor is a draft or trashed (CONFCLOUD-77618);
+# then each ancestor's restrictions are read on their own.
+PAGE_EXPAND_NO_ANCESTOR_RESTRICTIONS = PAGE_EXPAND.rsplit(",ancestors.restrictions", 2)[0]
+GATEWAY_URL = "https://api.atlassian.com"  # scoped API tokens and OAuth reach Cloud only through it
 V2_MAX_LIMIT = 250  # Confluence Cloud REST v2: `limit` accepts 1..250
 V1_MAX_LIMIT = 100  # v1 caps result pages at 100 (less when bodies are expanded)
 _NUMERIC_ID = re.compile(r"^[0-9]+$")
@@ -85,16 +93,7 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[i : i + size]
 
 
-def _parse_when(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-class ConfluenceClient:
+class ConfluenceClient(ContentApi):
     """Async Confluence REST client for one site, Cloud (email + API token) or Data Center (PAT).
 
     Credentials arrive as plain str (the caller unwraps SecretStr) and only ever go into the auth header.
@@ -112,6 +111,8 @@ class ConfluenceClient:
         page_size: int = V2_MAX_LIMIT,  # fewest listing requests: a no-change sync of 1,168 pages makes 6
         timeout_s: float = 30,
         session: aiohttp.ClientSession | None = None,
+        cloud_id: str | None = None,
+        gateway_url: str = GATEWAY_URL,
     ) -> None:
         if pat and (email or api_token):
             raise ValueError("give either email + api_token (Cloud) or pat (Data Center), not both")
@@ -121,6 +122,10 @@ class ConfluenceClient:
             raise ValueError("max_concurrency and page_size must be at least 1")
         root = base_url.rstrip("/")
         self.is_cloud = not pat
+        # Where readers open pages when a response names no `_links.base` (the site, never the gateway).
+        self._web = root if root.endswith("/wiki") or pat else root + "/wiki"
+        if cloud_id and self.is_cloud:
+            root = f"{gateway_url.rstrip('/')}/ex/confluence/{cloud_id}"
         if self.is_cloud:
             self._site = root if root.endswith("/wiki") else root + "/wiki"
             token = base64.b64encode(f"{email}:{api_token}".encode()).decode("ascii")
@@ -142,6 +147,7 @@ class ConfluenceClient:
         self._session = session
         self._owns_session = session is None
         self._space_ids: dict[str, str] = {}
+        self._init_content_cache()
 
     def __repr__(self) -> str:
         return f"ConfluenceClient({self._site!r}, cloud={self.is_cloud})"
@@ -171,11 +177,11 @@ class ConfluenceClient:
             if not found:
                 raise ConfluenceError(404, str(url), f"space {key} not found or not visible")
             raw = found[0]
-            base = str(data.get("_links", {}).get("base") or self._site)
+            base = str(data.get("_links", {}).get("base") or self._web)
         else:
             url = self._url(f"/rest/api/space/{quote(key, safe='')}", {})
             raw = await self._get_json(url)
-            base = str(raw.get("_links", {}).get("base") or self._site)
+            base = str(raw.get("_links", {}).get("base") or self._web)
         space = Space(
             space_id=str(raw["id"]),
             key=str(raw["key"]),
@@ -220,18 +226,37 @@ class ConfluenceClient:
         logger.info("space %s: %d current pages listed", space_key, len(refs))
         return list(refs.values())
 
-    async def fetch_page(self, page_id: str) -> Page:
-        """One page with its storage-format body, ancestors, labels and read restrictions (one v1 request)."""
-        url = self._url(f"/rest/api/content/{quote(page_id, safe='')}", {"expand": PAGE_EXPAND})
+    async def fetch_page(self, page_id: str, *, content_type: str | None = None) -> Page:
+        """One page (or blog post) with its storage-format body, ancestors, labels and read restrictions.
+
+        Cloud: REST v2 (`content_type` None tries a page, then a blog post). Data Center: one v1 request.
+        """
         try:
-            data = await self._get_json(url)
+            if self.is_cloud:
+                return await self.fetch_page_v2(page_id, content_type=content_type)
+            return await self._fetch_page_v1(page_id)
         except ConfluenceError as err:
             if err.status == 403 and not isinstance(err, PageForbidden):
                 raise PageForbidden(403, err.url, f"page {page_id} is not readable by this account") from err
             raise
+
+    async def _fetch_page_v1(self, page_id: str) -> Page:
+        url = self._url(f"/rest/api/content/{quote(page_id, safe='')}", {"expand": PAGE_EXPAND})
+        try:
+            data = await self._get_json(url)
+            ancestors_restricted = any(_read_restricted(a) for a in data.get("ancestors", []))
+        except ConfluenceError as err:
+            if err.status != 404:
+                raise
+            # The expand 404s under a draft or trashed ancestor (CONFCLOUD-77618): a 404 here must not
+            # delete the page. Ask without it, then read each ancestor's restrictions on its own.
+            url = self._url(f"/rest/api/content/{quote(page_id, safe='')}",
+                            {"expand": PAGE_EXPAND_NO_ANCESTOR_RESTRICTIONS})
+            data = await self._get_json(url)  # a 404 now: the page itself is gone
+            ancestors_restricted = await self.any_read_restricted([str(a["id"]) for a in data.get("ancestors", [])])
         links = data.get("_links", {})
         labels = data.get("metadata", {}).get("labels", {}).get("results", [])
-        restricted = _read_restricted(data) or any(_read_restricted(a) for a in data.get("ancestors", []))
+        restricted = _read_restricted(data) or ancestors_restricted
         version = data.get("version", {})
         when = version.get("when") or data.get("history", {}).get("lastUpdated", {}).get("when")
         return Page(
@@ -239,13 +264,14 @@ class ConfluenceClient:
             space_key=str(data.get("space", {}).get("key", "")),
             title=str(data.get("title", "")),
             version=int(version.get("number", 0)),
-            url=str(links.get("base") or self._site) + str(links.get("webui", "")),
+            url=str(links.get("base") or self._web) + str(links.get("webui", "")),
             body=str(data.get("body", {}).get("storage", {}).get("value", "")),
             ancestors=tuple(str(a.get("title", "")) for a in data.get("ancestors", [])),
             labels=tuple(str(lb.get("name", "")) for lb in labels),
             status=str(data.get("status", "current")),
-            last_modified=_parse_when(when),
+            last_modified=parse_when(when),
             restricted=restricted,
+            content_type=str(data.get("type", "page")),
         )
 
     async def current_versions(self, page_ids: list[str]) -> dict[str, int | None]:
@@ -281,6 +307,16 @@ class ConfluenceClient:
                 page_id = str(item.get("id"))
                 if page_id in result and item.get("status", "current") == "current":
                     result[page_id] = int(item.get("version", {}).get("number", 0)) or None
+        if self.is_cloud:  # v2 lists blog posts apart from pages: ask for the ids no page answered
+            rest = [p for p in wanted if result[p] is None]
+            posts = [
+                self._url("/api/v2/blogposts", {"id": ",".join(batch), "status": "current", "limit": V2_MAX_LIMIT})
+                for batch in _chunks(rest, V2_MAX_LIMIT)
+            ]
+            for items in await asyncio.gather(*(collect(f) for f in posts)):
+                for item in items:
+                    if str(item.get("id")) in result and item.get("status", "current") == "current":
+                        result[str(item["id"])] = int(item.get("version", {}).get("number", 0)) or None
         return result
 
     async def changed_since(
@@ -327,27 +363,34 @@ class ConfluenceClient:
         for any page id."""
         webui = item.get("_links", {}).get("webui") if isinstance(item.get("_links"), dict) else None
         if webui:
-            return self._site + str(webui)
-        return f"{self._site}/pages/viewpage.action?pageId={item['id']}"
+            return self._web + str(webui)
+        return f"{self._web}/pages/viewpage.action?pageId={item['id']}"
 
     def _next_url(self, data: JSON, headers: Any, *, v2: bool) -> URL | None:
-        """The next page's URL as the server gave it; v2 links include `/wiki`, v1 links don't (Cloud)."""
+        """The next page's URL from what the server gave; v2 links include `/wiki`, v1 links don't (Cloud)."""
         links = data.get("_links", {})
         nxt = links.get("next") if isinstance(links, dict) else None
         if isinstance(nxt, str) and nxt:
             link = URL(nxt, encoded=True)
             if link.is_absolute():  # never send our credentials to another host
-                return link if link.origin() == self._origin else self._origin.join(
-                    URL(link.raw_path_qs, encoded=True)
-                )
+                return self._join_site_path(link.raw_path_qs)
             if v2:
-                return self._origin.join(link)
+                return self._join_site_path(nxt)
             # Relative to `_links.base`; joined to our own root, as `base` may name a proxy's public host.
             return URL(self._site + nxt, encoded=True)
         header_next = headers.get("next") if headers else None  # parsed `Link` header (v2)
         if header_next and "url" in header_next:
-            return URL(str(header_next["url"]), encoded=True)
+            return self._join_site_path(URL(str(header_next["url"]), encoded=True).raw_path_qs)
         return None
+
+    def _join_site_path(self, path_qs: str) -> URL:
+        """A server path (`/wiki/api/v2/…`) under our configured base: through the api.atlassian.com gateway
+        the server's links lack its `/ex/confluence/{cloudId}` prefix (issue 14), which must be kept."""
+        root = URL(self._site, encoded=True)
+        prefix = root.raw_path.removesuffix("/wiki") if self.is_cloud else root.raw_path.rstrip("/")
+        if prefix and not path_qs.startswith(prefix + "/"):
+            path_qs = prefix + path_qs
+        return self._origin.join(URL(path_qs, encoded=True))
 
     async def _paginate(self, first: URL, *, v2: bool) -> AsyncIterator[JSON]:
         """Yield `results` items page after page, following `_links.next` (or `Link`) until there is none."""

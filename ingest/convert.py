@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
@@ -26,13 +27,18 @@ class Converter:
         self._process_above_bytes = process_above_bytes
         self._pool: ProcessPoolExecutor | None = None
 
-    async def to_sections(self, body: str, *, title: str) -> list[Section]:
-        if len(body) <= self._process_above_bytes:
-            return await asyncio.to_thread(to_sections, body, title=title)
+    async def to_sections(
+        self, body: str, *, title: str, users: Mapping[str, str] | None = None,
+        includes: Mapping[str, str] | None = None,
+    ) -> list[Section]:
+        """`storage_format.to_sections` (same arguments), run off the event loop."""
+        convert = partial(to_sections, body, title=title, users=users, includes=includes)
+        if len(body) + sum(len(b) for b in (includes or {}).values()) <= self._process_above_bytes:
+            return await asyncio.to_thread(convert)
         if self._pool is None:
             # spawn, not fork: this process runs threads (asyncio's executor, aiohttp's resolver).
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(to_sections, body, title=title))
+        return await asyncio.get_running_loop().run_in_executor(self._pool, convert)
 
     def close(self) -> None:
         pool, self._pool = self._pool, None

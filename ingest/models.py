@@ -29,6 +29,7 @@ class PageRef:
     version: int
     status: str = "current"
     url: str = ""
+    content_type: str = "page"  # or "blogpost"
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,49 @@ class Page:
     status: str = "current"
     last_modified: datetime | None = None
     restricted: bool = False
+    content_type: str = "page"  # or "blogpost"
 
     @property
     def breadcrumb(self) -> str:
         return " > ".join((*self.ancestors, self.title))
+
+
+@dataclass(frozen=True)
+class Comment:
+    """A footer comment or a resolved inline comment, with its storage-format body."""
+
+    comment_id: str
+    page_id: str
+    version: int
+    author_id: str
+    created: datetime | None
+    body: str
+    inline: bool = False
+    author_name: str = ""  # when the API gave it (Data Center); Cloud gives only the account id
+
+
+@dataclass(frozen=True)
+class AttachmentRef:
+    """One file attached to a page or blog post, as the attachment listing describes it (no bytes)."""
+
+    attachment_id: str
+    page_id: str
+    title: str  # the file name
+    media_type: str
+    file_size: int
+    version: int
+    url: str  # where a reader opens it
+    download_path: str  # where the client downloads it, relative to the site
+
+
+@dataclass(frozen=True)
+class IncludedPage:
+    """A page whose content an include / excerpt-include macro inlines."""
+
+    page_id: str
+    space_key: str
+    title: str
+    body: str
 
 
 @dataclass(frozen=True)
@@ -101,5 +141,15 @@ class SyncReport:
     chunks_embedded: int = 0
     chunks_reused: int = 0
     embedding_tokens: int = 0
+    blogposts_seen: int = 0
+    comments_indexed: int = 0
+    attachments_indexed: int = 0
+    attachments_unchanged: int = 0
+    attachments_downloaded: int = 0
+    attachments_deleted: int = 0
+    attachments_skipped: int = 0
+    attachments_failed: int = 0
     failures: list[PageFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # "file name (on Page title): reason", for files left out on purpose (too big, type not allowed).
+    skipped_files: list[str] = field(default_factory=list)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from bs4 import BeautifulSoup
@@ -38,7 +38,13 @@ _CONTAINERS = frozenset(
     {"[document]", "html", "body", "div", "section", "article", "main", "center",
      "ac:layout", "ac:layout-section", "ac:layout-cell", "ac:rich-text-body", "ac:adf-content"}
 )
-_TRANSPARENT_MACROS = frozenset({"section", "column", "div", "excerpt", "details", "ui-tabs", "ui-tab"})
+# Tabs (Composition Setup's ui-tab, Aura/others' tab panes, Refined's cards): their titles are what a reader
+# clicks, so each is kept as a line before the tab's content.
+_TAB_MACROS = frozenset({"ui-tab", "tab", "tab-pane", "horizontal-tab", "vertical-tab", "card", "tabs-page"})
+_TRANSPARENT_MACROS = frozenset(
+    {"section", "column", "div", "excerpt", "details", "ui-tabs", "deck", "tabs", "horizontal-tabs",
+     "vertical-tabs", "tabs-container", *_TAB_MACROS}
+)
 _BLOCK_TAGS = frozenset(
     {"p", "div", "ul", "ol", "li", "table", "pre", "blockquote", "hr", "dl", "section", "article",
      "main", "center", "ac:task-list", "ac:layout", "ac:layout-section", "ac:layout-cell",
@@ -46,12 +52,20 @@ _BLOCK_TAGS = frozenset(
 )
 _INLINE_MACROS = frozenset({"status", "anchor", "jira", "mention"})
 _PANELS = {"info": "Info", "note": "Note", "warning": "Warning", "tip": "Tip", "panel": "Note"}
-# Macros whose output is generated from elsewhere: nothing of this page's text is in them.
+# Macros whose output is generated from elsewhere: nothing of this page's text is in them. (include and
+# excerpt-include are inlined beforehand when the caller resolved them; left unresolved they drop out.)
 _DROPPED_MACROS = frozenset(
-    {"toc", "toc-zone", "children", "jira", "jiraissues", "anchor", "recently-updated", "contributors",
+    {"toc", "toc-zone", "children", "anchor", "recently-updated", "contributors",
      "pagetree", "livesearch", "attachments", "include", "excerpt-include", "blog-posts",
      "create-from-template"}
 )
+_INCLUDE_MACROS = frozenset({"include", "excerpt-include"})
+# Nested includes deeper than this are dropped: an include of an include of an include is rare and a cycle
+# through differently titled copies must still end.
+MAX_INCLUDE_DEPTH = 3
+# How storage format names a user: Cloud an account id, Data Center a userkey (older pages: a username).
+USER_ATTRIBUTES = ("ri:account-id", "ri:userkey", "ri:username")
+_NAME = "askdocs-display-name"  # set on <ri:user> once its display name is known
 _SKIPPED_TAGS = frozenset(
     {"ac:parameter", "ac:placeholder", "ac:adf-fallback", "ac:adf-attribute", "script", "style",
      "ac:task-id", "ac:task-uuid", "ac:task-status"}
@@ -63,18 +77,92 @@ _MARKED_SECTION = re.compile(r"<!\[(?!CDATA\[)")
 _TAG = re.compile(r"<[^>]*>?")
 
 
-def to_sections(body: str, *, title: str) -> list[Section]:
+def to_sections(
+    body: str, *, title: str, users: Mapping[str, str] | None = None, includes: Mapping[str, str] | None = None
+) -> list[Section]:
     """Split a storage-format body into sections of visible text, keyed by heading path.
 
     A leading heading that only repeats the page title is dropped: the title is in every chunk header anyway.
+    `users` maps an account id / userkey / username to a display name (mentions read "@Name"); `includes`
+    maps a page title to its storage-format body, inlined where an include macro (the whole body) or an
+    excerpt-include macro (its excerpt) names it — cycle-safe and at most MAX_INCLUDE_DEPTH deep.
     """
     builder = _SectionBuilder(title=_one_line(title))
     soup = _parse(body)
     if soup is None:
         builder.add([_paragraph(html.unescape(_TAG.sub(" ", body)))])
     else:
+        _resolve(soup, users or {}, includes or {}, seen=(title,))
         _walk(soup, builder)
     return builder.finish()
+
+
+@dataclass(frozen=True)
+class References:
+    """What a body names that only the API can resolve: users mentioned, pages included."""
+
+    users: frozenset[tuple[str, str]]  # (USER_ATTRIBUTES member, value)
+    includes: frozenset[tuple[str | None, str]]  # (space key or None for the page's own space, title)
+
+
+def references(body: str) -> References:
+    """The users and included pages a body names (for the caller to look up before `to_sections`)."""
+    soup = _parse(body)
+    if soup is None:
+        return References(frozenset(), frozenset())
+    users = {
+        (attribute, str(tag[attribute]))
+        for tag in soup.find_all("ri:user") for attribute in USER_ATTRIBUTES if tag.get(attribute)
+    }
+    included: set[tuple[str | None, str]] = set()
+    for macro in soup.find_all(["ac:structured-macro", "ac:macro"]):
+        target = _include_target(macro)
+        if target is not None:
+            included.add(target)
+    return References(frozenset(users), frozenset(included))
+
+
+def _include_target(macro: Tag) -> tuple[str | None, str] | None:
+    if _macro_name(macro) not in _INCLUDE_MACROS:
+        return None
+    page = macro.find("ri:page")
+    if not isinstance(page, Tag) or not page.get("ri:content-title"):
+        return None
+    space = page.get("ri:space-key")
+    return (str(space) if space else None, str(page["ri:content-title"]))
+
+
+def _resolve(soup: Tag, users: Mapping[str, str], includes: Mapping[str, str], *, seen: tuple[str, ...]) -> None:
+    """Name mentioned users and inline included pages in place, before the walk."""
+    for tag in soup.find_all("ri:user"):
+        for attribute in USER_ATTRIBUTES:
+            name = users.get(str(tag.get(attribute) or ""))
+            if name:
+                tag[_NAME] = name
+                break
+    for macro in soup.find_all(["ac:structured-macro", "ac:macro"]):
+        target = _include_target(macro)
+        if target is None or macro.parent is None:
+            continue
+        title = target[1]
+        included = includes.get(title)
+        if included is None or title in seen or len(seen) > MAX_INCLUDE_DEPTH:
+            continue  # unresolved, a cycle or too deep: the macro drops out as before
+        parsed = _parse(included)
+        if parsed is None:
+            continue
+        content: Tag = parsed
+        if _macro_name(macro) == "excerpt-include":
+            excerpt = next((m for m in content.find_all(["ac:structured-macro", "ac:macro"])
+                            if _macro_name(m) == "excerpt"), None)
+            if excerpt is None:
+                continue
+            content = _body(excerpt, "ac:rich-text-body")
+        _resolve(content, users, includes, seen=(*seen, title))
+        holder = Tag(name="div")
+        for child in list(content.children):
+            holder.append(child.extract())
+        macro.replace_with(holder)
 
 
 def normalised_text(sections: list[Section]) -> str:
@@ -191,6 +279,7 @@ def _walk(root: Tag, builder: _SectionBuilder) -> None:
         elif node.name in _CONTAINERS or node.name in ("p", "blockquote"):
             stack.append(iter(node.children))
         elif _macro_name(node) in _TRANSPARENT_MACROS:
+            builder.add([_tab_title(node)])
             stack.append(iter(_body(node, "ac:rich-text-body").children))
         else:
             builder.add(_block(node, 1))
@@ -304,8 +393,28 @@ def _link(tag: Tag, depth: int) -> str:
 
 
 def _user(tag: Tag) -> str:
-    """A mention: Confluence Cloud only stores an account id, so all we can say is "@user"."""
-    return "@" + str(tag.get("ri:username") or tag.get("ri:userkey") or "user")
+    """A mention as "@Display Name" when the caller looked the user up; else what the tag itself says
+    (Cloud stores only an account id: "@user")."""
+    return "@" + str(tag.get(_NAME) or tag.get("ri:username") or tag.get("ri:userkey") or "user")
+
+
+def _tab_title(tag: Tag) -> str:
+    if _macro_name(tag) not in _TAB_MACROS:
+        return ""
+    params = _params(tag)
+    return params.get("title") or params.get("label") or params.get("name") or ""
+
+
+def _jira(tag: Tag) -> str:
+    """A Jira macro: its issue ("Jira PAY-123": Confluence shows the key with Jira's icon, and a reader asking
+    "which Jira issue…" names the product), or the JQL of an issue table ("Jira issues: project = PAY")."""
+    params = _params(tag)
+    if params.get("key"):
+        return f"Jira {params['key']}"
+    query = params.get("jqlQuery") or params.get("jql")
+    if query:
+        return f"Jira issues: {query}"
+    return params.get("url", "")
 
 
 def _image_label(tag: Tag, depth: int) -> str:
@@ -350,6 +459,8 @@ def _macro(tag: Tag, depth: int) -> list[str]:
         return [params["title"] + "\n" + code] if params.get("title") else [code]
     if name in _DROPPED_MACROS:
         return []
+    if name in ("jira", "jiraissues"):
+        return [_jira(tag)]
     if name.startswith("view") or name == "multimedia":
         attachment = tag.find("ri:attachment")
         filename = attachment.get("ri:filename") if isinstance(attachment, Tag) else None
@@ -365,12 +476,16 @@ def _macro(tag: Tag, depth: int) -> list[str]:
         return [f"{_PANELS[name]}: {text}"] if text else []
     if name == "expand":
         return [params.get("title") or "Expand", *blocks]
+    if name in _TAB_MACROS and _tab_title(tag):
+        return [_tab_title(tag), *blocks]
     return blocks
 
 
 def _inline_macro(tag: Tag) -> str:
     if _macro_name(tag) == "status":
         return _params(tag).get("title", "")
+    if _macro_name(tag) == "jira":
+        return _jira(tag)
     if _macro_name(tag) in _DROPPED_MACROS:
         return ""
     return _body(tag, "ac:rich-text-body").get_text(" ")
@@ -421,7 +536,7 @@ def _tasks(tag: Tag, depth: int) -> str:
 
 def _table(tag: Tag, depth: int) -> str:
     """One line per row; when the table has a header row every cell is written "Header: value"."""
-    rows = [row for row in (_cells(row, depth) for row in _rows(tag)) if any(cell.text for cell in row)]
+    rows = [row for row in _grid(tag, depth) if any(cell.text for cell in row)]
     header: dict[int, str] = {}
     if len(rows) > 1 and all(cell.is_header for cell in rows[0]):
         header = {column: cell.text for cell in rows.pop(0) for column in cell.columns}
@@ -443,22 +558,45 @@ def _rows(table: Tag) -> Iterator[Tag]:
             yield from (row for row in child.find_all("tr", recursive=False))
 
 
-def _cells(row: Tag, depth: int) -> list[_Cell]:
-    """The row's cells with the columns each covers (colspan), text flattened to one line."""
-    cells: list[_Cell] = []
-    column = 0
-    for cell in row.find_all(["td", "th"], recursive=False):
-        lines = [line.strip() for block in _flow(cell.children, depth + 1) for line in block.split("\n")]
-        span = _span(cell)
-        text = " ".join(line for line in lines if line)
-        cells.append(_Cell(cell.name == "th", text, range(column, column + span)))
-        column += span
-    return cells
+def _grid(table: Tag, depth: int) -> list[list[_Cell]]:
+    """Each row's cells with the columns each covers: colspan widens a cell, rowspan repeats it in the rows
+    below (so every value stays under its own header: issue 14's "Env: db2; Host: 6432")."""
+    carried: dict[int, tuple[int, _Cell]] = {}  # first column → (rows still to fill, cell)
+    grid: list[list[_Cell]] = []
+    for row in _rows(table):
+        cells: list[_Cell] = []
+        column = 0
+        for tag in row.find_all(["td", "th"], recursive=False):
+            column = _carry(carried, cells, column, only_here=True)
+            lines = [line.strip() for block in _flow(tag.children, depth + 1) for line in block.split("\n")]
+            span = _span(tag, "colspan")
+            cell = _Cell(tag.name == "th", " ".join(line for line in lines if line), range(column, column + span))
+            cells.append(cell)
+            if _span(tag, "rowspan") > 1:
+                carried[column] = (_span(tag, "rowspan") - 1, cell)
+            column += span
+        _carry(carried, cells, column, only_here=False)
+        grid.append(cells)
+    return grid
 
 
-def _span(cell: Tag) -> int:
+def _carry(carried: dict[int, tuple[int, _Cell]], cells: list[_Cell], column: int, *, only_here: bool) -> int:
+    """Place cells spanning down from rows above, at `column` (and right after each other) or, at a row's
+    end, wherever they start; returns the next free column."""
+    for start in sorted(k for k in carried if k >= column):
+        if only_here and start != column:
+            break
+        left, cell = carried.pop(start)
+        cells.append(cell)
+        if left > 1:
+            carried[start] = (left - 1, cell)
+        column = cell.columns.stop
+    return column
+
+
+def _span(cell: Tag, attribute: str) -> int:
     try:
-        return min(max(1, int(str(cell.get("colspan") or 1))), 1000)
+        return min(max(1, int(str(cell.get(attribute) or 1))), 1000)
     except ValueError:
         return 1
 

@@ -62,11 +62,35 @@ async def test_refuses_honestly_and_lists_closest_pages(llm_services, confluence
     assert answer.refused and answer.text == REFUSAL and answer.sources == []
 
 
+@pytest.mark.parametrize("question", [
+    "How do I rebuild the staging database with Terraform?",
+    "Which PgBouncer pool_mode does the staging database use?",
+])
+async def test_questions_about_a_product_the_wiki_never_mentions_are_refused(services, confluence,
+                                                                               question: str) -> None:
+    await synced(services, confluence)
+    answer = await services.engine.answer(question)
+    assert answer.refused and answer.text == REFUSAL and answer.sources == []
+    # The same question without the unknown product is answered from the staging page.
+    plain = await services.engine.answer("How do I rebuild the staging database?")
+    assert not plain.refused and any(s.title == "Staging Environment" for s in plain.sources)
+
+
 async def test_model_refusal_is_respected(llm_services, confluence, openai_emulator) -> None:
     await synced(llm_services, confluence)
     openai_emulator.script_reply(REFUSAL)
     answer = await llm_services.engine.answer("When is the staging database rebuilt?")
     assert answer.refused and answer.closest and not answer.sources
+
+
+async def test_a_partly_refusing_model_answer_keeps_its_cited_part(llm_services, confluence,
+                                                                   openai_emulator) -> None:
+    await synced(llm_services, confluence)
+    openai_emulator.script_reply("Staging is rebuilt every Sunday at 02:00 UTC [1]. "
+                                 "I couldn't find that in Confluence for production.")
+    answer = await llm_services.engine.answer("When are staging and production rebuilt?")
+    assert not answer.refused and answer.text.startswith("Staging is rebuilt every Sunday")
+    assert len(answer.sources) == 1
 
 
 async def test_extractive_mode_quotes_real_page_text(services, confluence) -> None:

@@ -307,7 +307,7 @@ async def test_quick_start_sync_gives_up_waiting_with_a_clear_answer(
 async def test_fastapi_tutorial_sync_shape_answers_when_complete(api: Client, confluence: Any) -> None:
     ids = add_samples(confluence)
     broken = ids["Staging Environment"]
-    confluence.fail_next(status=400, path_contains=f"/content/{broken}")
+    confluence.fail_next(status=400, path_contains=f"/pages/{broken}?")
 
     response = await api.post("/api/sync", json={"space_keys": ["ENG"], "force": False})
     assert response.status == 200

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from bot.operations.sync_runner import AlreadyRunning, StartedRun
 from bot.services import Services, build_services
 from bot.settings import load_settings
 from bot.slack.app import SlackBot
+from bot.slack.budget import RateBudget
 from db.embedded import EmbeddedPostgres
 from ingest.embedders.openai import OpenAIEmbedder
 from tests.conftest import EMULATOR_EMBEDDING_MODEL, FAST_RETRY, TEMPLATE_DB
@@ -43,7 +45,7 @@ from tests.wiki import add_samples, add_team_pages
 Json = dict[str, Any]
 T = TypeVar("T")
 VPN_QUESTION = "how do I connect my laptop to the corporate VPN?"
-BODY_FETCH = "/rest/api/content/"  # ConfluenceClient.fetch_page; listings go through /api/v2/
+BODY_FETCH = "/api/v2/pages/"  # ConfluenceClient.fetch_page (v2 bodies); listings are /spaces/…/pages
 ALREADY_RUNNING = re.compile(
     r"A sync is already running: #(\d+), started \d{4}-\d\d-\d\d \d\d:\d\d UTC by (\S+) for ENG\.")
 _databases = itertools.count(1)
@@ -85,18 +87,20 @@ def fast_embedder(openai: OpenAIEmulator, *, attempts: int = 3) -> OpenAIEmbedde
 @asynccontextmanager
 async def slack_stack(
     pg_server: EmbeddedPostgres, data_dir: Path, *, llm: bool = False, embedding_attempts: int = 3,
-    setup: Callable[[ConfluenceEmulator], object] | None = None,
+    setup: Callable[[ConfluenceEmulator], object] | None = None, slack_options: dict[str, Any] | None = None,
+    budget: RateBudget | None = None,
 ) -> AsyncIterator[SlackStack]:
     """Emulators, a fresh database, build_services (LLM on or off) and a connected SlackBot.
 
-    `setup` fills the Confluence emulator before anything else starts.
+    `setup` fills the Confluence emulator before anything else starts; `slack_options` go to the
+    SlackEmulator (rate limits, window, streaming), `budget` to the bot.
     """
     dsn, name = await fresh_database(pg_server, "stack")
     async with AsyncExitStack() as stack:
         confluence = await stack.enter_async_context(
             ConfluenceEmulator(email="bot@example.com", api_token=CONFLUENCE_TOKEN))
         openai = await stack.enter_async_context(OpenAIEmulator(api_key=OPENAI_KEY, embedding_dimension=384))
-        slack = await stack.enter_async_context(SlackEmulator())
+        slack = await stack.enter_async_context(SlackEmulator(**(slack_options or {})))
         slack.add_user("UADMIN", name="admin")
         if setup is not None:
             setup(confluence)
@@ -110,7 +114,7 @@ async def slack_stack(
         )
         services = await stack.enter_async_context(build_services(
             settings, embedder=fast_embedder(openai, attempts=embedding_attempts), confluence_retry=FAST_RETRY))
-        bot = SlackBot(services)
+        bot = SlackBot(services, budget=budget)
         await bot.start()
         stack.push_async_callback(bot.stop)
         yield SlackStack(services, slack, confluence, openai, dsn, pg_server.admin_dsn(), name)
@@ -132,17 +136,27 @@ def context_texts(params: Json) -> list[str]:
     return [e["text"] for b in params.get("blocks") or [] if b["type"] == "context" for e in b["elements"]]
 
 
-async def final_message(
-    slack: SlackEmulator, channel: str, thread_ts: str, *, since: int, timeout: float = 15,  # noqa: ASYNC109
-    answer: bool = True,
-) -> Json:
-    """The chat.update that put the final answer (or, with answer=False, anything final) in this thread."""
-    def matches(params: Json) -> bool:
-        in_thread = {m["ts"] for m in bot_replies(slack, channel, thread_ts)}
-        final = is_answer(params) if answer else not params.get("text", "").startswith(("Searching", "Writing"))
-        return params.get("channel") == channel and params.get("ts") in in_thread and final
+def in_progress(message: Json) -> bool:
+    """A placeholder or an answer still being written (streamed, or edited in place where Slack can't), or
+    a stopped stream whose final text is about to replace it (no blocks yet)."""
+    shown = json.dumps(message.get("blocks") or [])
+    return not message.get("blocks") or "Searching Confluence" in shown or "Writing the answer" in shown
 
-    return await slack.wait_for("chat.update", matches, since=since, timeout=timeout)
+
+async def final_message(
+    slack: SlackEmulator, channel: str, thread_ts: str, *, since: int = 0,
+    timeout: float = 15, answer: bool = True,  # noqa: ASYNC109
+) -> Json:
+    """The bot's finished reply in this thread as the user sees it (stream stopped, last edit applied): an
+    answer, or with answer=False anything final (an apology, a problem)."""
+    def matches(message: Json) -> bool:
+        if (message["channel"] != channel or message.get("bot_id") != slack.bot_id
+                or message.get("thread_ts") != thread_ts or message["ts"] == thread_ts
+                or slack.is_streaming(channel, message["ts"]) or in_progress(message)):
+            return False
+        return is_answer(message) if answer else True
+
+    return await slack.wait_for_message(matches, timeout=timeout)
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout_s: float = 20) -> T:
@@ -332,8 +346,9 @@ async def test_twenty_questions_during_a_sync_are_acked_fast_and_answered_once_e
         assert all(any("<http" in t for t in context_texts(f)) for f in finals)
         for _, ts in sent:
             assert len(bot_replies(slack, "C1", ts)) == 1
-        assert len([c for c in slack.calls[since:] if c.method == "chat.update" and is_answer(c.params)]) == 20
-        assert len([c for c in slack.calls[since:] if c.method == "chat.postMessage"]) == 20
+        # One message per answer, no placeholder: extractive answers arrive whole, in one post each.
+        assert len([c for c in slack.calls[since:] if c.method == "chat.postMessage" and c.ok]) == 20
+        assert all(is_answer(c.params) for c in slack.calls[since:] if c.method == "chat.postMessage")
 
         # Only one sync at a time, whoever asks.
         busy = await services.sync.start(spaces=["ENG"], trigger="api", requested_by="someone-else")

@@ -97,7 +97,8 @@ def test_two_processes_start_the_embedded_server_at_once(tmp_path: Path) -> None
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
         status = json.loads(out)
-        assert status["spaces"] == [] and status["totals"] == {"pages": 0, "chunks": 0}
+        assert status["spaces"] == [] and status["totals"] == {
+            "pages": 0, "chunks": 0, "blogposts": 0, "comments": 0, "attachments": 0}
         assert status["embedding"]["configured_model"] == "all-MiniLM-L6-v2"
     # Both left: the last one out stopped the server.
     assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from ingest.embedders import EmbeddingError
+from ingest.embedders.bert import is_supported
 from ingest.embedders.local import LocalEmbedder
 from ingest.embedders.openai import OpenAIEmbedder
 from ingest.tokens import TiktokenTokenizer
@@ -189,6 +190,17 @@ async def test_minilm_keeps_order_across_batches(minilm: LocalEmbedder) -> None:
     alone = await minilm.embed([texts[37]])
     assert batched[37] == pytest.approx(alone[0], abs=1e-5)
     assert await minilm.embed([]) == []
+
+
+async def test_the_lean_encoder_computes_what_sentence_transformers_computes(minilm: LocalEmbedder) -> None:
+    """bert.BertEncoder replaces sentence-transformers for all-MiniLM-L6-v2: the vectors must not change."""
+    from sentence_transformers import SentenceTransformer
+
+    assert is_supported(minilm.model_path)
+    texts = ["How do I vacuum a table?", "x", "", "Ünïcödé and emoji 🚀 " * 3, "word " * 400]  # 400: truncated
+    reference = SentenceTransformer(str(minilm.model_path), device="cpu").encode(texts, normalize_embeddings=True)
+    for ours, theirs in zip(await minilm.embed(texts), reference.tolist(), strict=True):
+        assert dot(ours, theirs) > 0.99999
 
 
 def test_local_tokenizer_counts_wordpieces_without_special_tokens() -> None:

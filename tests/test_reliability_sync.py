@@ -217,12 +217,12 @@ def requests_with(confluence: ConfluenceEmulator, text: str) -> int:
 
 
 def body_requests(confluence: ConfluenceEmulator, page_id: str) -> int:
-    return sum(1 for _, path, _ in confluence.requests if path.endswith(f"/content/{page_id}"))
+    return sum(1 for _, path, _ in confluence.requests if path.endswith(f"/api/v2/pages/{page_id}"))
 
 
 def body_path(page_id: str) -> str:
     """Matches the body request of exactly this page (`?` ends the id)."""
-    return f"/content/{page_id}?"
+    return f"/pages/{page_id}?"  # the v2 body fetch (issue 14), not ancestors or restrictions
 
 
 def client_factory(confluence: ConfluenceEmulator, **kwargs: object) -> Callable[[], ConfluenceClient]:
@@ -281,7 +281,7 @@ async def test_a_429_storm_is_ridden_out_and_exhausted_pages_are_retried_next_ru
     assert await wiki.assert_failures_reported(outcome) == set(doomed)
     assert all("429" in f.error for f in outcome.report.failures)
     # Every 429 was retried, and nothing more: survivors took ATTEMPTS requests, the doomed ones too.
-    assert confluence.count("/content/") == ATTEMPTS * len(changes.fetched)
+    assert confluence.count("/api/v2/pages/") == ATTEMPTS * len(changes.fetched)
     assert outcome.report.pages_deleted == len(changes.deleted)
     await wiki.assert_whole()
     await wiki.heal(set(doomed))
@@ -468,7 +468,7 @@ async def test_database_killed_mid_sync_leaves_whole_pages_and_the_next_sync_con
     server, dsn = own_postgres
     settings = make_settings(database_url=dsn)
     ids = add_team_pages(confluence, "ENG", 100)
-    confluence.slow_next(0.03, n=len(ids), path_contains="/content/")  # so the kill lands mid-sync
+    confluence.slow_next(0.03, n=len(ids), path_contains="/api/v2/pages/")  # so the kill lands mid-sync
 
     async with build_services(settings) as services:
         wiki = Wiki(confluence, services)
@@ -484,7 +484,7 @@ async def test_database_killed_mid_sync_leaves_whole_pages_and_the_next_sync_con
         # The run is over, so no page of it may still be on its way (it would be written without the lock).
         await wait_until(lambda: confluence.in_flight == 0)
         assert pages_still_syncing() == []
-        asked = confluence.count("/content/")
+        asked = confluence.count("/api/v2/pages/")
         assert asked < len(ids)
         if isinstance(outcome, RunOutcome):
             assert outcome.status == "failed"
@@ -515,7 +515,7 @@ async def test_a_sync_that_loses_its_database_ends_as_a_failed_run(
 ) -> None:
     server, dsn = own_postgres
     add_team_pages(confluence, "ENG", 12)
-    confluence.slow_next(0.05, n=12, path_contains="/content/")
+    confluence.slow_next(0.05, n=12, path_contains="/api/v2/pages/")
     async with build_services(make_settings(database_url=dsn)) as services:
         started = await services.sync.start(spaces=["ENG"], trigger="cli", requested_by="test")
         assert isinstance(started, StartedRun)

@@ -175,7 +175,7 @@ async def test_failing_runs_leave_no_secret_in_logs_records_or_alerts(
     outcomes: list[RunOutcome] = []
 
     # 1. A page Confluence refuses (400) and a whole run whose embedding API rejects the key.
-    confluence.fail_next(1, status=400, path_contains=f"/content/{ids['Howto Vpn Setup']}?")
+    confluence.fail_next(1, status=400, path_contains=f"/pages/{ids['Howto Vpn Setup']}?")
     wrong_key = OpenAIEmbedder(api_key=WRONG_OPENAI_KEY, base_url=openai_emulator.base_url,
                                model=EMULATOR_EMBEDDING_MODEL, dimension=384, max_retries=1)
     async with build_services(secret_settings, embedder=wrong_key) as services:
@@ -260,7 +260,7 @@ async def test_cli_output_never_shows_a_secret(
     confluence: ConfluenceEmulator, openai_emulator: OpenAIEmulator, database_dsn: str, tmp_path: Path
 ) -> None:
     ids = add_samples(confluence)
-    confluence.fail_next(1, status=400, path_contains=f"/content/{ids['Oncall Handbook']}?")
+    confluence.fail_next(1, status=400, path_contains=f"/pages/{ids['Oncall Handbook']}?")
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "HF_HUB_OFFLINE")}
     env = {
         **keep, "PYTHONPATH": str(ROOT), "DATABASE_URL": database_dsn, "ASKDOCS_DATA_DIR": str(tmp_path / "data"),

@@ -146,7 +146,7 @@ def test_huge_answer_respects_every_slack_limit() -> None:
     assert block_errors(message["blocks"]) == []
     assert len(message["blocks"]) <= 50 and len(message["text"]) <= 40_000
     assert sum(len(json.dumps(b)) for b in message["blocks"]) < 13_000
-    assert message["blocks"][-1]["block_id"] == "askdocs_feedback"
+    assert message["blocks"][-1]["block_id"].startswith("askdocs_feedback")
     sources = [b for b in message["blocks"] if b["type"] == "context" and "[1]" in json.dumps(b)]
     assert len(sources[0]["elements"]) == 10
 
@@ -167,9 +167,46 @@ def test_answer_has_text_numbered_sources_and_feedback_buttons() -> None:
     [context] = [b for b in message["blocks"] if b["type"] == "context"]
     assert [e["text"] for e in context["elements"]] == [
         "[1] <https://wiki.example.com/x/1|VPN setup>", "[2] <https://wiki/x/2|Okta ∣ MFA &gt; setup>"]
-    buttons = message["blocks"][-1]["elements"]
-    assert [(b["action_id"], b["value"]) for b in buttons] == [("feedback_up", "42"), ("feedback_down", "42")]
+    [buttons] = message["blocks"][-1]["elements"]
+    assert message["blocks"][-1]["type"] == "context_actions" and buttons["type"] == "feedback_buttons"
+    assert (buttons["positive_button"]["value"], buttons["negative_button"]["value"]) == ("up:42", "down:42")
+    assert blocks.feedback_vote({"action_id": "feedback", "value": "down:42"}) == (42, -1)
+    assert blocks.feedback_vote({"action_id": "feedback_up", "value": "42"}) == (42, 1)  # older answers
     assert message["text"] == "Use *WireGuard* [1]."
+
+
+def test_every_message_gets_fresh_block_ids_that_history_still_recognises() -> None:
+    result = make_answer("Use **WireGuard** [1].", sources=[source(1)])
+    first, second = blocks.answer(result, nonce="a1"), blocks.answer(result, nonce="b2")
+    ids = [b.get("block_id") for b in first["blocks"] if b.get("block_id")]
+    assert ids and not set(ids) & {b.get("block_id") for b in second["blocks"]}
+    tail = blocks.answer_tail(result, nonce="c3")
+    streamed = {"ts": "1.000002", "user": "UBOT", "bot_id": "BBOT", "text": "Use **WireGuard** [1].",
+                "blocks": tail}
+    turns, conversation = blocks.thread_turns(
+        [{"ts": "1.000001", "user": "U1", "text": "vpn?"}, streamed], before_ts="9.0", bot_user_id="UBOT",
+        bot_id="BBOT")
+    assert conversation and turns[-1] == Turn("assistant", "Use **WireGuard** [1].")
+    assert block_errors(tail) == []
+
+
+@pytest.mark.parametrize(("partial", "shown"), [
+    ("", ""), ("Install", ""), ("Install Wire", "Install "), ("Ping @he", "Ping "), ("a\nb", "a\n"),
+])
+def test_only_whole_words_are_streamed(partial: str, shown: str) -> None:
+    assert blocks.streamable(partial) == shown
+
+
+def test_a_stream_is_completed_only_when_the_final_text_continues_it() -> None:
+    result = make_answer("Install WireGuard [1]. Then sign in @here.", sources=[source(1)])
+    streamed = blocks.stream_markdown(blocks.streamable("Install WireGuard [1]. Th"))
+    assert blocks.stream_continuation(result, streamed) == f"Then sign in @{ZWJ}here."
+    renumbered = blocks.stream_markdown("Install WireGuard [3]. ")
+    assert blocks.stream_continuation(result, renumbered) is None
+    assert blocks.stream_continuation(make_answer("x [1]", refused=True), "") is None
+    # Citations are streamed numbered by first citation, as the final answer numbers its sources.
+    assert blocks.stream_piece("Use A [3]. Then B [1], again A [3]. Mo") == "Use A [1]. Then B [2], again A [1]."
+    assert blocks.stream_piece("Use `arr[3]` then B [2]. x") == "Use `arr[3]` then B [1]."
 
 
 def test_refusal_says_so_and_lists_the_closest_pages() -> None:

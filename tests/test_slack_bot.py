@@ -25,12 +25,12 @@ from bot.operations.sync_runner import RunOutcome
 from bot.services import Services, build_services
 from bot.settings import load_settings
 from bot.slack.app import SlackBot
-from bot.slack.streaming import LiveMessage
 from db.embedded import EmbeddedPostgres
 from tests.conftest import EMULATOR_EMBEDDING_MODEL, TEMPLATE_DB
 from tests.emulators.confluence import ConfluenceEmulator
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
+from tests.test_concurrency import final_message
 
 Json = dict[str, Any]
 SAMPLES = Path(__file__).parent / "samples"
@@ -118,12 +118,12 @@ def in_thread(slack: SlackEmulator, channel: str, thread_ts: str) -> set[str]:
 
 async def final_answer(slack: SlackEmulator, channel: str, thread_ts: str, *, since: int = 0,
                        timeout: float = 15) -> Json:  # noqa: ASYNC109
-    """The chat.update that put the final answer into the bot's message in this thread."""
-    def matches(params: Json) -> bool:
-        return (params.get("channel") == channel and params.get("ts") in in_thread(slack, channel, thread_ts)
-                and is_answer(params))
+    """The bot's finished answer in this thread, as the user sees it (streamed or posted)."""
+    return await final_message(slack, channel, thread_ts, since=since, timeout=timeout)
 
-    return await slack.wait_for("chat.update", matches, since=since, timeout=timeout)
+
+def answers_in(slack: SlackEmulator, channel: str, thread_ts: str) -> list[Json]:
+    return [m for m in bot_replies(slack, channel, thread_ts) if is_answer(m) and m["ts"] != thread_ts]
 
 
 def bot_replies(slack: SlackEmulator, channel: str, thread_ts: str) -> list[Json]:
@@ -161,17 +161,20 @@ async def test_mention_gets_a_threaded_cited_answer(stack: Stack) -> None:
     since = len(slack.calls)
     envelope, ts = await slack.mention(VPN_QUESTION)
     ack = await slack.wait_for_ack(envelope)
-    placeholder = await slack.wait_for("chat.postMessage", lambda p: p.get("thread_ts") == ts, since=since)
-    assert placeholder["text"] == "Searching Confluence…"
-    posted_at = next(c.time for c in slack.calls[since:] if c.method == "chat.postMessage" and c.ok)
-    assert ack.latency_s < 3 and posted_at - ack.ack_time < 1.5
+    # Slack's own loading state in the thread, not a placeholder message.
+    status = await slack.wait_for("assistant.threads.setStatus", lambda p: p.get("thread_ts") == ts, since=since)
+    assert status["status"] and "Searching Confluence…" in status["loading_messages"]
+    status_at = next(c.time for c in slack.calls[since:] if c.method == "assistant.threads.setStatus" and c.ok)
+    assert ack.latency_s < 3 and status_at - ack.ack_time < 1.5
     final = await final_answer(slack, "C1", ts, since=since)
     sources = context_texts(final)
     vpn_url = await page_url(stack, "VPN setup")
     assert any(f"<{vpn_url}|VPN setup>" in s for s in sources), sources
-    assert "[1]" in final["blocks"][0]["text"]["text"]
-    assert "feedback_up" in json.dumps(final["blocks"])
+    assert "[1]" in final["text"]
+    assert "feedback_buttons" in json.dumps(final["blocks"])
     assert len(bot_replies(slack, "C1", ts)) == 1
+    assert ("C1", ts) not in slack.statuses  # cleared by the answer
+    assert not [c for c in slack.calls[since:] if "Searching" in str(c.params.get("text", ""))]
     async with stack.services.database.pool.acquire() as conn:
         question = await conn.fetchval("SELECT question FROM query_log WHERE thread_ts = $1", ts)
     assert question == VPN_QUESTION  # the <@UBOT> mention is stripped
@@ -219,10 +222,10 @@ async def test_follow_up_mention_in_a_thread_passes_the_conversation(stack: Stac
     since = len(slack.calls)
     _, root = await slack.mention(VPN_QUESTION)
     await final_answer(slack, "C1", root, since=since)
-    chats, mark, first = len(openai.chat_requests), len(slack.calls), in_thread(slack, "C1", root)
+    chats, first = len(openai.chat_requests), in_thread(slack, "C1", root)
     await slack.mention("and what do I need before I start?", thread_ts=root)
-    await slack.wait_for("chat.update", lambda p: is_answer(p) and p["ts"] not in first
-                         and p["ts"] in in_thread(slack, "C1", root), since=mark)
+    await slack.wait_for_message(lambda m: m["ts"] not in first and m.get("thread_ts") == root
+                                 and is_answer(m) and not slack.is_streaming("C1", m["ts"]))
     condense = [json.dumps(r["messages"]) for r in openai.chat_requests[chats:]
                 if "Rewrite the follow-up" in json.dumps(r["messages"])]
     assert condense, "the follow-up was not condensed with the conversation"
@@ -244,8 +247,8 @@ async def test_reply_without_mention_is_answered_only_in_threads_the_bot_is_in(s
     await final_answer(slack, "C1", root, since=since)
     # In the bot's thread: answered.
     await post_user_message(slack, "what about the hardware key?", channel="C1", thread_ts=root)
-    await slack.wait_for("chat.update", lambda p: is_answer(p) and len(bot_replies(slack, "C1", root)) == 2,
-                         since=since)
+    await slack.wait_for_message(lambda m: len(answers_in(slack, "C1", root)) == 2
+                                 and not slack.is_streaming("C1", m["ts"]))
     # In a thread the bot is not part of: read once, then left alone.
     _, other = await post_user_message(slack, "lunch anyone?", channel="C1")
     mark = len(slack.calls)
@@ -272,9 +275,11 @@ async def test_feedback_click_is_stored_and_acknowledged_privately(stack: Stack)
     final = await final_answer(slack, "C1", ts, since=since)
     [answer_message] = bot_replies(slack, "C1", ts)
     blocks_before = answer_message["blocks"]
-    query_id = next(e["value"] for b in final["blocks"] if b["type"] == "actions" for e in b["elements"]
-                    if e["action_id"] == "feedback_down")
-    envelope = await slack.click("feedback_down", query_id, channel="C1", message_ts=answer_message["ts"])
+    [buttons] = [e for b in final["blocks"] if b["type"] == "context_actions" for e in b["elements"]
+                 if e["type"] == "feedback_buttons"]
+    down = buttons["negative_button"]["value"]
+    query_id = down.rpartition(":")[2]
+    envelope = await slack.click(buttons["action_id"], down, channel="C1", message_ts=answer_message["ts"])
     assert (await slack.wait_for_ack(envelope)).latency_s < 3
     ephemeral = await slack.wait_for("chat.postEphemeral", since=since)
     assert ephemeral["user"] == "U1" and ephemeral["text"] == "Thanks for the feedback"
@@ -338,15 +343,14 @@ async def test_mention_also_delivered_as_message_is_answered_once(stack: Stack) 
     since = len(slack.calls)
     _, root = await slack.mention(VPN_QUESTION, also_message_event=True)
     await final_answer(slack, "C1", root, since=since)
-    mark = len(slack.calls)
     # Inside the bot's own thread too, where replies without a mention are answered.
     await slack.mention("and on a Mac?", thread_ts=root, also_message_event=True)
-    await slack.wait_for("chat.update", lambda p: is_answer(p) and len(bot_replies(slack, "C1", root)) >= 2,
-                         since=mark)
+    await slack.wait_for_message(lambda m: len(answers_in(slack, "C1", root)) >= 2
+                                 and not slack.is_streaming("C1", m["ts"]))
     for envelope_id in list(slack.sent):
         await slack.wait_for_ack(envelope_id)
     assert len(bot_replies(slack, "C1", root)) == 2
-    assert len([c for c in slack.calls[since:] if c.method == "chat.postMessage"]) == 2
+    assert len([c for c in slack.calls[since:] if c.method in ("chat.postMessage", "chat.startStream")]) == 2
 
 
 async def test_mention_in_a_dm_delivered_twice_is_answered_once(stack: Stack) -> None:
@@ -371,8 +375,9 @@ async def test_bot_messages_are_never_answered(stack: Stack) -> None:
     await slack.wait_for_ack(envelope)
     _, sentinel = await slack.dm("how long is the on-call rotation?")
     await final_answer(slack, "D1", sentinel, since=since)
-    posts = [c.params.get("thread_ts") for c in slack.calls[since:] if c.method == "chat.postMessage"]
-    assert posts == [sentinel]
+    posts = [c.params.get("thread_ts") for c in slack.calls[since:]
+             if c.method in ("chat.postMessage", "chat.startStream", "assistant.threads.setStatus")]
+    assert set(posts) == {sentinel}
 
 
 # ---- load, rate limits, reconnects ----------------------------------------------------------------------
@@ -388,17 +393,19 @@ async def test_ten_questions_at_once_are_acked_fast_and_answered_once_each(stack
         await final_answer(slack, "C1", ts, since=since, timeout=30)
     for _, ts in sent:
         assert len(bot_replies(slack, "C1", ts)) == 1
-    finals = [c for c in slack.calls[since:] if c.method == "chat.update" and is_answer(c.params)]
-    assert len(finals) == 10
+    # One stream per answer, each stopped (with sources, or then corrected in place when the final text
+    # renumbered the model's citations).
+    stops = [c for c in slack.calls[since:] if c.method == "chat.stopStream" and c.ok]
+    assert len(stops) == 10
 
 
 async def test_rate_limited_post_is_retried_and_answered(stack: Stack) -> None:
     slack = stack.slack
     since = len(slack.calls)
-    slack.rate_limit_next("chat.postMessage", retry_after=1)
+    slack.rate_limit_next("chat.startStream", retry_after=1)
     _, ts = await slack.mention(VPN_QUESTION)
     await final_answer(slack, "C1", ts, since=since, timeout=20)
-    assert [c.status for c in slack.calls[since:] if c.method == "chat.postMessage"] == [429, 200]
+    assert [c.status for c in slack.calls[since:] if c.method == "chat.startStream"] == [429, 200]
     assert len(bot_replies(slack, "C1", ts)) == 1
 
 
@@ -410,22 +417,6 @@ async def test_answers_keep_coming_after_a_reconnect(stack: Stack) -> None:
     since = len(slack.calls)
     _, ts = await slack.mention(VPN_QUESTION)
     await final_answer(slack, "C1", ts, since=since)
-
-
-async def test_streamed_edits_are_at_least_a_second_apart(stack: Stack) -> None:
-    slack = stack.slack
-    client = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url)
-    posted = await client.chat_postMessage(channel="C1", text="Searching Confluence…")
-    now = [0.0]
-    live = LiveMessage(client, "C1", str(posted["ts"]), min_interval_s=1.0, clock=lambda: now[0])
-    since = len(slack.calls)
-    deltas = [(0.2, "To"), (0.9, "To connect"), (1.1, "To connect, install"), (1.5, "To connect, install W"),
-              (2.2, "To connect, install WireGuard")]
-    for t, text in deltas:
-        now[0] = t
-        await live.stream(text)
-    edits = [c.params["text"] for c in slack.calls[since:] if c.method == "chat.update"]
-    assert edits == ["To connect, install", "To connect, install WireGuard"]
 
 
 # ---- App Home, /docsync, ops alerts ---------------------------------------------------------------------
@@ -474,7 +465,7 @@ async def test_docsync_shows_progress_and_a_second_run_is_told_who_is_syncing(st
     slack, confluence = stack.slack, stack.confluence
     confluence.add_page("ENG", "Incident review", "<p>Incident reviews happen within five days.</p>")
     slow = confluence.add_page("ENG", "Capacity plan", "<p>Capacity is reviewed every quarter.</p>")
-    confluence.slow_next(3.0, path_contains=f"/content/{slow}")
+    confluence.slow_next(3.0, path_contains=f"/pages/{slow}?")
     since = len(slack.calls)
     await slack.slash_command("/docsync", "ENG", user_id="UADMIN")
     await slack.wait_for("chat.postMessage", lambda p: "started by" in p.get("text", ""), since=since)
@@ -494,7 +485,7 @@ async def test_docsync_shows_progress_and_a_second_run_is_told_who_is_syncing(st
 async def test_failed_sync_alerts_the_ops_channel_and_a_clean_one_does_not(stack: Stack) -> None:
     slack, confluence, services = stack.slack, stack.confluence, stack.services
     page_id = confluence.add_page("ENG", "Broken <b>page</b>", "<p>Never fetched.</p>")
-    confluence.fail_next(50, status=400, path_contains=f"/content/{page_id}")
+    confluence.fail_next(50, status=400, path_contains=f"/pages/{page_id}?")
     since = len(slack.calls)
     try:
         outcome = await services.sync.run(spaces=["ENG"], trigger="scheduler")
@@ -526,7 +517,8 @@ async def test_database_outage_gets_an_apology_with_a_reference_and_the_bot_reco
         since = len(slack.calls)
         with caplog.at_level(logging.ERROR, logger="bot.slack"):
             _, ts = await slack.mention(VPN_QUESTION)
-            apology = await slack.wait_for("chat.update", lambda p: "Sorry" in p.get("text", ""), since=since)
+            apology = await final_message(slack, "C1", ts, answer=False)
+            assert "Sorry" in apology["text"]
         ref = re.search(r"ref `([0-9a-f]{8})`", apology["text"])
         assert ref is not None and apology["ts"] in in_thread(slack, "C1", ts)
         assert any(ref.group(1) in r.getMessage() and r.exc_info for r in caplog.records)
@@ -545,9 +537,8 @@ async def test_an_answer_citing_a_page_edited_after_indexing_is_flagged_then_ref
         "every Sunday at 02:00 UTC", "every Saturday at 21:00 UTC"))
     since = len(slack.calls)
     _, ts = await slack.mention("When is the staging database rebuilt?")
-    flagged = await slack.wait_for(
-        "chat.update", lambda p: "Updated in Confluence since it was indexed" in json.dumps(p.get("blocks")),
-        since=since)
+    flagged = await slack.wait_for_message(
+        lambda m: "Updated in Confluence since it was indexed" in json.dumps(m.get("blocks")))
     assert "Staging environment" in json.dumps(flagged["blocks"])
     refreshed = await slack.wait_for("chat.update", lambda p: "Refreshed" in json.dumps(p.get("blocks")),
                                      since=since, timeout=20)

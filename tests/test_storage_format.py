@@ -121,7 +121,7 @@ def test_reader_finds_text_under_its_heading(sample: str, path: tuple[str, ...],
 
 # (sample, text that is page furniture or macro configuration, never content)
 ABSENT = [
-    (RUNBOOK, "PAY-1042"),  # jira macro: generated elsewhere
+    (RUNBOOK, "Acme JIRA"),  # jira macro: the server parameter (its issue key stays, issue 14)
     (RUNBOOK, "maxLevel"),  # toc parameter
     (RUNBOOK, "Green"),  # status colour parameter
     (ONCALL, "youtube"),  # widget parameter
@@ -144,7 +144,7 @@ def test_headings_build_the_path_and_text_before_them_has_none() -> None:
         (), ("Before you start",), ("Deploying", "Canary"), ("Deploying", "Full rollout"), ("Rolling back",),
         ("Related",),
     ]
-    assert sections[-1].text == ""  # only generated macros under it: the heading stays, with no text
+    assert sections[-1].text == "Jira PAY-1042"  # a jira macro keeps its issue key (issue 14); the rest is generated
 
 
 def test_heading_with_nothing_under_it_is_kept_unless_it_is_a_parent() -> None:

@@ -113,7 +113,7 @@ async def test_rate_limits_and_server_errors_are_survived(confluence, services) 
     add_team_pages(confluence, "ENG", 60)
     confluence.fail_next(2, status=429, retry_after=1)
     confluence.fail_next(2, status=503)
-    confluence.fail_next(3, status=500, path_contains="/content/")
+    confluence.fail_next(3, status=500, path_contains="/api/v2/pages/")
     outcome = await sync(services)
     assert outcome.status == "succeeded", outcome.report.failures
     assert outcome.report.pages_added == 60
@@ -206,7 +206,7 @@ async def test_failed_pages_are_reported_with_a_working_link(confluence, openai_
     await sync(services)
     page_id = ids["Howto Vpn Setup"]
     confluence.edit_page(page_id, body=sample("howto_vpn_setup") + "<p>More.</p>")
-    confluence.fail_next(20, status=500, path_contains=f"/content/{page_id}")
+    confluence.fail_next(20, status=500, path_contains=f"/pages/{page_id}?")
     outcome = await sync(services)
     [failure] = outcome.report.failures
     assert failure.url.startswith(confluence.base_url) and page_id in failure.url

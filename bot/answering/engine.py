@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -15,17 +16,17 @@ import asyncpg
 
 from bot.answering import prompts
 from bot.answering.chat import ChatModel, ChatModelError
-from bot.answering.citations import cite, distinct_pages
+from bot.answering.citations import cite, cited_numbers, distinct_pages
+from bot.answering.evidence import (
+    EvidencePolicy,
+    has_enough_evidence,
+    question_subjects,
+    top_similarity,
+    unknown_subjects,
+)
 from bot.answering.extractive import extractive_answer
 from bot.answering.models import MAX_QUESTION_CHARS, Answer, AskContext, QuestionError, Source, Turn
-from bot.answering.ranking import (
-    EvidencePolicy,
-    RankingPolicy,
-    has_enough_evidence,
-    keyword_query,
-    rank,
-    top_similarity,
-)
+from bot.answering.ranking import RankingPolicy, keyword_query, rank
 from db import activity, search
 from db.activity import QueryLogEntry
 from db.models import SearchHit
@@ -34,6 +35,12 @@ from ingest.embedders import Embedder
 logger = logging.getLogger(__name__)
 
 DeltaCallback = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    hits: list[SearchHit]
+    unknown_subjects: list[str]  # named in the question, (almost) absent from the knowledge base
 
 
 class AnswerObserver(Protocol):
@@ -76,13 +83,18 @@ class AnswerEngine:
     def mode(self) -> str:
         return "llm" if self._chat is not None else "extractive"
 
-    async def retrieve(self, question: str, *, spaces: Sequence[str] | None = None) -> list[SearchHit]:
+    async def retrieve(self, question: str, *, spaces: Sequence[str] | None = None) -> Retrieved:
+        """Ranked hits, and the question's subjects the knowledge base doesn't know (one round trip each)."""
         [embedding] = await self._embedder.embed([question])
+        subjects = question_subjects(question)
         async with self._pool.acquire() as conn:
             candidates = await search.hybrid_candidates(
                 conn, embedding, keyword_query(question), spaces=spaces, limit=self._candidates_per_leg
             )
-        return rank(candidates, policy=self._ranking, now=datetime.now(UTC))
+            counts = await search.subject_chunk_counts(conn, [(s.text, s.exact) for s in subjects])
+        hits = rank(candidates, policy=self._ranking, now=datetime.now(UTC))
+        unknown = unknown_subjects(subjects, counts, hits, max_chunks=self._evidence.rare_subject_max_chunks)
+        return Retrieved(hits, unknown)
 
     async def standalone(self, question: str, history: Sequence[Turn]) -> str:
         if not history:
@@ -108,27 +120,34 @@ class AnswerEngine:
         started = time.monotonic()
         text, truncated = prepare_question(question)
         standalone = await self.standalone(text, history)
-        hits = await self.retrieve(standalone, spaces=spaces)
+        retrieved = await self.retrieve(standalone, spaces=spaces)
+        hits = retrieved.hits
         best = top_similarity(hits)
         note: str | None = None
         mode = self.mode
         sources: list[Source]
-        if not has_enough_evidence(standalone, hits, self._evidence):
+        refused = False
+        if not has_enough_evidence(standalone, hits, self._evidence, unknown=retrieved.unknown_subjects):
             answer_text, sources, refused = prompts.REFUSAL, [], True
         elif self._chat is not None:
             try:
-                answer_text = await self._generate(standalone, hits, on_delta)
+                generated = await self._generate(standalone, hits, on_delta)
+                answer_text, sources = cite(generated, hits)
+                refused = prompts.is_refusal(answer_text, cited=bool(cited_numbers(generated)))
                 mode = "llm"
             except ChatModelError as error:
                 logger.warning("chat model failed, answering extractively: %s", error)
                 note = f"Quoting the pages instead: {error}."
-                answer_text, mode = extractive_answer(standalone, hits), "extractive"
-            refused = prompts.is_refusal(answer_text)
-            answer_text, sources = (prompts.REFUSAL, []) if refused else cite(answer_text, hits)
+                mode = "extractive"
+                extract = extractive_answer(standalone, hits)
+                answer_text, sources = (extract.text, extract.sources) if extract else ("", [])
+                refused = extract is None
         else:
-            answer_text = extractive_answer(standalone, hits)
-            refused = not answer_text
-            answer_text, sources = (prompts.REFUSAL, []) if refused else cite(answer_text, hits)
+            extract = extractive_answer(standalone, hits)
+            answer_text, sources = (extract.text, extract.sources) if extract else ("", [])
+            refused = extract is None
+        if refused:
+            answer_text, sources = prompts.REFUSAL, []
         result = Answer(
             question=text, standalone_question=standalone, text=answer_text, sources=sources, refused=refused,
             latency_ms=int((time.monotonic() - started) * 1000), top_score=best,

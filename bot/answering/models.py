@@ -42,10 +42,16 @@ class Source:
     score: float
     breadcrumb: str = ""
     version: int = 0
+    # A file attached to the page: `title` reads "file name (on Page title)", `url` links the file, and
+    # `page_id` (and `version`) stay the page's, so freshness checks the page the file hangs on.
+    attachment_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"n": self.n, "title": self.title, "url": self.url, "space_key": self.space_key,
+        data = {"n": self.n, "title": self.title, "url": self.url, "space_key": self.space_key,
                 "page_id": self.page_id, "score": round(self.score, 6)}
+        if self.attachment_id is not None:
+            data["attachment_id"] = self.attachment_id
+        return data
 
 
 @dataclass(frozen=True)

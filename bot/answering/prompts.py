@@ -55,9 +55,15 @@ def build_condense_messages(question: str, history: Sequence[Turn]) -> list[Chat
     return [ChatMessage("user", user)]
 
 
-def is_refusal(answer: str) -> bool:
+def is_refusal(answer: str, *, cited: bool = False) -> bool:
+    """The model declined: its answer is the refusal, or mentions it and cites nothing.
+
+    An answer that cites sources and also says it couldn't find one part is kept: its cited part is useful.
+    """
     text = answer.strip().lower()
-    return not text or text.startswith(REFUSAL.lower().rstrip(".")) or "couldn't find that in confluence" in text
+    if not text:
+        return True
+    return not cited and REFUSAL.lower().rstrip(".") in text
 
 
 def standalone_question(question: str, history: Sequence[Turn]) -> str:

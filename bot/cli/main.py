@@ -86,7 +86,9 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print("the knowledge base is empty: run `askdocs sync` (or `askdocs demo`)")
     for space in status.spaces:
         synced = space.last_synced_at.isoformat(timespec="seconds") if space.last_synced_at else "never"
-        print(f"{space.space_key:<12} {space.pages:>6} pages {space.chunks:>7} chunks  last synced {synced}")
+        print(f"{space.space_key:<12} {space.pages:>6} pages {space.blogposts:>4} blog posts "
+              f"{space.comments:>5} comments {space.attachments:>5} files {space.chunks:>7} chunks  "
+              f"last synced {synced}")
     if status.last_sync:
         run = status.last_sync
         print(f"last sync #{run.id}: {run.status}, started {run.started_at.isoformat(timespec='seconds')}")

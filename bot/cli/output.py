@@ -21,7 +21,11 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
         f"{r.pages_failed} failed",
         f"  chunks: {r.chunks_embedded} embedded ({r.embedding_tokens} tokens), {r.chunks_reused} reused; "
         f"bodies downloaded: {r.bodies_fetched}",
+        f"  also: {r.blogposts_seen} blog posts seen, {r.comments_indexed} comments indexed; files: "
+        f"{r.attachments_indexed} indexed, {r.attachments_unchanged} unchanged, {r.attachments_downloaded} "
+        f"downloaded, {r.attachments_deleted} deleted, {r.attachments_skipped} skipped, {r.attachments_failed} failed",
     ]
+    lines += [f"  skipped file: {s}" for s in r.skipped_files[:20]]
     lines += [f"  space {key}: {why}" for key, why in outcome.failed_spaces.items()]
     lines += [f"  warning: {w}" for w in r.warnings]
     lines += [f"  failed: {f.title or f.page_id} ({f.page_id}): {f.error}" for f in r.failures[:20]]

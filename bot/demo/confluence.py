@@ -7,7 +7,10 @@ CQL search with cursors), Data Center paths under `/rest/api` (v1, `start`/`limi
 (email:token) guards Cloud paths, Bearer PAT guards Data Center paths. Every request is recorded.
 
 Over 400 lines on purpose: one in-memory site answering both API generations (v1, v2) and both deployments
-(Cloud, Data Center) from the same state.
+(Cloud, Data Center) from the same state. Beyond page bodies (issue 14): blog posts, footer and inline comments,
+attachments with their bytes, users, the 410 Gone of Cloud's deprecated v1 content GET (`v1_content_gone`),
+the api.atlassian.com gateway prefix `/ex/confluence/{cloudId}` (whose next links drop the prefix) and the
+404 of the ancestors' restrictions expand under a draft or trashed ancestor.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote_plus, urlencode
@@ -54,6 +58,42 @@ class EmulatedPage:
     modified: datetime
     status: str = "current"
     forbidden: bool = False
+    kind: str = "page"  # or "blogpost"
+    # An ancestor that is a draft or in the trash: the `ancestors.restrictions…` expand of its descendants
+    # and its own restriction read answer 404 (Atlassian CONFCLOUD-77618).
+    breaks_expand: bool = False
+
+
+@dataclass
+class EmulatedComment:
+    comment_id: str
+    page_id: str
+    body: str
+    author_id: str
+    kind: str  # "footer" | "inline"
+    resolution: str  # inline: "open" | "resolved" | "reopened" | "dangling"; footer: ""
+    version: int
+    created: datetime
+    modified: datetime
+
+
+@dataclass
+class EmulatedAttachment:
+    attachment_id: str
+    page_id: str
+    title: str
+    media_type: str
+    data: bytes
+    version: int
+    created: datetime
+
+
+@dataclass
+class EmulatedUser:
+    account_id: str
+    display_name: str
+    username: str
+    user_key: str
 
 
 @dataclass
@@ -120,6 +160,14 @@ class SampleConfluence:
         self.cql_timezone: tzinfo = UTC  # the zone CQL dates are read in (real servers: the user's)
         self.base_url: str | None = None
         self.v2_next_in_body = True  # False: the next cursor only in the `Link` header
+        # Cloud's v1 `GET /wiki/rest/api/content/{id}` answers 410 Gone (deprecated; always so through the
+        # api.atlassian.com gateway that scoped API tokens use).
+        self.v1_content_gone = False
+        self.cloud_id = "a436116f-02ce-4520-8fbb-7301462a1674"
+        self.comments: dict[str, EmulatedComment] = {}
+        self.attachments: dict[str, EmulatedAttachment] = {}
+        self.users: dict[str, EmulatedUser] = {}
+        self.attachment_downloads = 0
         self._next_id = 65537
         self._runner: web.AppRunner | None = None
 
@@ -133,14 +181,35 @@ class SampleConfluence:
             return await self._middleware(request, handler)
 
         app = web.Application(middlewares=[middleware])
-        for prefix in ("/wiki", ""):
+        gateway = f"/ex/confluence/{self.cloud_id}/wiki"  # api.atlassian.com for scoped tokens and OAuth
+        for prefix in ("/wiki", "", gateway):
             app.router.add_get(prefix + "/rest/api/space/{key}", self._v1_space)
             app.router.add_get(prefix + "/rest/api/content", self._v1_content_list)
             app.router.add_get(prefix + "/rest/api/content/search", self._v1_search)
             app.router.add_get(prefix + "/rest/api/content/{page_id}", self._v1_content)
-        app.router.add_get("/wiki/api/v2/spaces", self._v2_spaces)
-        app.router.add_get("/wiki/api/v2/spaces/{space_id}/pages", self._v2_space_pages)
-        app.router.add_get("/wiki/api/v2/pages", self._v2_pages)
+            app.router.add_get(prefix + "/rest/api/content/{page_id}/restriction/byOperation/read",
+                               self._v1_read_restrictions)
+            app.router.add_get(prefix + "/rest/api/content/{page_id}/child/attachment/{attachment_id}/download",
+                               self._download)
+            app.router.add_get(prefix + "/rest/api/user", self._v1_user)
+        app.router.add_get("/_edge/tenant_info", self._tenant_info)
+        for prefix in ("/wiki", gateway):
+            v2 = prefix + "/api/v2"
+            app.router.add_get(v2 + "/spaces", self._v2_spaces)
+            app.router.add_get(v2 + "/spaces/{space_id}/pages", self._v2_space_pages)
+            app.router.add_get(v2 + "/spaces/{space_id}/blogposts", self._v2_space_blogposts)
+            app.router.add_get(v2 + "/pages", self._v2_pages)
+            app.router.add_get(v2 + "/blogposts", self._v2_pages)
+            app.router.add_get(v2 + "/pages/{page_id}", self._v2_page_one)
+            app.router.add_get(v2 + "/blogposts/{page_id}", self._v2_page_one)
+            app.router.add_get(v2 + "/pages/{page_id}/ancestors", self._v2_ancestors)
+            for kind in ("pages", "blogposts"):
+                app.router.add_get(f"{v2}/{kind}/{{page_id}}/attachments", self._v2_attachments)
+                app.router.add_get(f"{v2}/{kind}/{{page_id}}/footer-comments", self._v2_footer_comments)
+                app.router.add_get(f"{v2}/{kind}/{{page_id}}/inline-comments", self._v2_inline_comments)
+            app.router.add_get(v2 + "/attachments", self._v2_attachments)
+            app.router.add_get(v2 + "/footer-comments", self._v2_footer_comments)
+            app.router.add_get(v2 + "/inline-comments", self._v2_inline_comments)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -207,6 +276,56 @@ class SampleConfluence:
 
     def delete_page(self, page_id: str) -> None:
         del self.pages[page_id]
+        for comment in [c for c in self.comments.values() if c.page_id == page_id]:
+            del self.comments[comment.comment_id]
+        for attachment in [a for a in self.attachments.values() if a.page_id == page_id]:
+            del self.attachments[attachment.attachment_id]
+
+    def add_blogpost(self, space_key: str, title: str, body: str, *, labels: Iterable[str] = ()) -> str:
+        """Create a current blog post (version 1); returns its id."""
+        new_id = self.add_page(space_key, title, body, labels=labels)
+        self.pages[new_id].kind = "blogpost"
+        return new_id
+
+    def add_user(self, account_id: str, display_name: str, *, username: str = "", user_key: str = "") -> None:
+        self.users[account_id] = EmulatedUser(
+            account_id, display_name, username or display_name.lower().replace(" ", "."),
+            user_key or f"8a7f808a{len(self.users):08x}",
+        )
+
+    def add_comment(
+        self, page_id: str, body: str, *, author_id: str = _OWNER["accountId"], inline: bool = False,
+        resolved: bool = False,
+    ) -> str:
+        """A footer comment, or an inline one (open unless `resolved`); adding it leaves the page's version."""
+        now = datetime.now(UTC)
+        new_id = str(self._new_id())
+        self.comments[new_id] = EmulatedComment(
+            new_id, page_id, body, author_id, "inline" if inline else "footer",
+            ("resolved" if resolved else "open") if inline else "", 1, now, now,
+        )
+        return new_id
+
+    def edit_comment(self, comment_id: str, body: str) -> None:
+        comment = self.comments[comment_id]
+        comment.body, comment.version, comment.modified = body, comment.version + 1, datetime.now(UTC)
+
+    def delete_comment(self, comment_id: str) -> None:
+        del self.comments[comment_id]
+
+    def add_attachment(self, page_id: str, title: str, data: bytes, *, media_type: str) -> str:
+        """Attach a file (version 1); the page's version stays as it is, as on Cloud."""
+        new_id = "att" + str(self._new_id())
+        self.attachments[new_id] = EmulatedAttachment(new_id, page_id, title, media_type, data, 1,
+                                                      datetime.now(UTC))
+        return new_id
+
+    def update_attachment(self, attachment_id: str, data: bytes) -> None:
+        attachment = self.attachments[attachment_id]
+        attachment.data, attachment.version = data, attachment.version + 1
+
+    def delete_attachment(self, attachment_id: str) -> None:
+        del self.attachments[attachment_id]
 
     def archive_page(self, page_id: str) -> None:
         self.pages[page_id].status = "archived"
@@ -234,11 +353,18 @@ class SampleConfluence:
         """Forget recorded requests and counters (state and faults stay)."""
         self.requests.clear()
         self.bodies_served = 0
+        self.attachment_downloads = 0
         self.max_in_flight = self.in_flight
 
     def count(self, path_contains: str = "") -> int:
-        """How many requests had `path_contains` in their path."""
-        return sum(1 for _, path, _ in self.requests if path_contains in path)
+        """How many requests had `path_contains` in their path (or in "path?query", to pin one page's
+        body fetch with `body_path`)."""
+        return sum(1 for _, path, query in self.requests if path_contains in f"{path}?{query}")
+
+    @staticmethod
+    def body_path(page_id: str, *, cloud: bool = True) -> str:
+        """What only the body fetch of this page has in its "path?query": v2 on Cloud, v1 on Data Center."""
+        return f"/pages/{page_id}?" if cloud else f"/content/{page_id}?"
 
     # ---- plumbing -----------------------------------------------------------------------------------
 
@@ -246,8 +372,17 @@ class SampleConfluence:
         self._next_id += 1
         return self._next_id
 
+    def _site_path(self, request: web.Request) -> str:
+        """The path without the gateway's `/ex/confluence/{cloudId}`: Cloud's links never carry it."""
+        return request.path.removeprefix(f"/ex/confluence/{self.cloud_id}")
+
+    def _is_cloud(self, request: web.Request) -> bool:
+        return self._site_path(request).startswith("/wiki/")
+
     def _authorized(self, request: web.Request) -> bool:
-        expected = self._cloud_auth if request.path.startswith("/wiki/") else self._dc_auth
+        if request.path == "/_edge/tenant_info":
+            return True  # public on a real site
+        expected = self._cloud_auth if self._is_cloud(request) else self._dc_auth
         return expected is not None and request.headers.get("Authorization") == expected
 
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -268,7 +403,7 @@ class SampleConfluence:
     def _base(self, request: web.Request) -> tuple[str, str]:
         """(`_links.base`, `_links.context`) for this request's flavour."""
         origin = f"{request.scheme}://{request.host}"
-        return (origin + "/wiki", "/wiki") if request.path.startswith("/wiki/") else (origin, "")
+        return (origin + "/wiki", "/wiki") if self._is_cloud(request) else (origin, "")
 
     def _webui(self, page: EmulatedPage, *, cloud: bool) -> str:
         title = quote_plus(page.title)
@@ -321,7 +456,7 @@ class SampleConfluence:
         if len(ordered) > limit:
             params = [(k, v) for k, v in request.query.items() if k != "cursor"]
             params.append(("cursor", _encode_cursor({"after": chunk[-1].page_id})))
-            nxt = f"{request.path}?{urlencode(params)}"
+            nxt = f"{self._site_path(request)}?{urlencode(params)}"  # the gateway drops its prefix here
             if self.v2_next_in_body:
                 data["_links"]["next"] = nxt
             headers["Link"] = f'<{nxt}>; rel="next", <{base}>; rel="base"'
@@ -333,7 +468,8 @@ class SampleConfluence:
 
     async def _v2_spaces(self, request: web.Request) -> web.Response:
         keys = {k for v in request.query.getall("keys", []) for k in v.split(",") if k}
-        found = [s for s in self.spaces.values() if not keys or s.key in keys]
+        ids = {k for v in request.query.getall("ids", []) for k in v.split(",") if k}
+        found = [s for s in self.spaces.values() if (not keys or s.key in keys) and (not ids or s.space_id in ids)]
         base, _ = self._base(request)
         results = [
             {"id": s.space_id, "key": s.key, "name": s.name, "type": "global", "status": "current",
@@ -348,16 +484,19 @@ class SampleConfluence:
         if space is None:
             return _error(404, "Space not found")
         statuses = self._statuses(request, ("current",))
-        pages = [p for p in self.pages.values() if p.space_key == space.key and p.status in statuses]
+        pages = [p for p in self.pages.values()
+                 if p.space_key == space.key and p.status in statuses and p.kind == "page"]
         return self._v2_list(request, pages, listing=True)
 
     async def _v2_pages(self, request: web.Request) -> web.Response:
         ids = {i for v in request.query.getall("id", []) for i in v.split(",") if i}
         space_ids = {i for v in request.query.getall("space-id", []) for i in v.split(",") if i}
         statuses = self._statuses(request, ("current", "archived"))
+        kind = "blogpost" if self._site_path(request).endswith("/blogposts") else "page"
         pages = [
             p for p in self.pages.values()
-            if p.status in statuses and (not ids or p.page_id in ids)
+            if p.status in statuses and (not ids or p.page_id in ids) and p.kind == kind
+            and request.query.get("title", p.title) == p.title
             and (not space_ids or self.spaces[p.space_key].space_id in space_ids)
         ]
         return self._v2_list(request, pages, listing=False)
@@ -365,10 +504,10 @@ class SampleConfluence:
     # ---- REST v1 (Cloud under /wiki, Data Center) ---------------------------------------------------
 
     def _v1_page(self, request: web.Request, page: EmulatedPage, expand: set[str]) -> JSON:
-        cloud = request.path.startswith("/wiki/")
+        cloud = self._is_cloud(request)
         base, context = self._base(request)
         item: JSON = {
-            "id": page.page_id, "type": "page", "status": page.status, "title": page.title,
+            "id": page.page_id, "type": page.kind, "status": page.status, "title": page.title,
             "_links": {"webui": self._webui(page, cloud=cloud), "tinyui": f"/x/{page.page_id}",
                        "self": f"{base}/rest/api/content/{page.page_id}"},
         }
@@ -384,11 +523,7 @@ class SampleConfluence:
             item["space"] = {"id": int(space.space_id), "key": space.key, "name": space.name,
                              "type": "global", "status": "current"}
         if "ancestors" in expand:
-            chain: list[EmulatedPage] = []
-            parent = self.pages.get(page.parent_id or "")
-            while parent is not None and parent not in chain:
-                chain.insert(0, parent)
-                parent = self.pages.get(parent.parent_id or "")
+            chain = self._ancestors(page)
             item["ancestors"] = [{"id": a.page_id, "type": "page", "status": a.status, "title": a.title}
                                  for a in chain]
             if any(e.startswith("ancestors.restrictions.read") for e in expand):
@@ -429,13 +564,14 @@ class SampleConfluence:
         ordered = self._sorted(pages)
         chunk = ordered[start : start + limit]
         base, context = self._base(request)
-        links: JSON = {"base": base, "context": context, "self": base + request.path_qs.removeprefix(context)}
+        site_path = self._site_path(request)
+        links: JSON = {"base": base, "context": context, "self": base + site_path.removeprefix(context)}
         if start + limit < len(ordered):
             params = [(k, v) for k, v in request.query.items() if k not in ("start", "cursor", "next")]
-            if "cursor" in request.query or (context and request.path.endswith("/search")):
+            if "cursor" in request.query or (context and site_path.endswith("/search")):
                 params = [("next", "true"), ("cursor", _encode_cursor({"start": start + limit})), *params]
             params.append(("start", str(start + limit)))
-            links["next"] = request.path.removeprefix(context) + "?" + urlencode(params)
+            links["next"] = site_path.removeprefix(context) + "?" + urlencode(params)
         results = [self._v1_page(request, p, expand) for p in chunk]
         return web.json_response(
             {"results": results, "start": start, "limit": limit, "size": len(results), "_links": links}
@@ -454,18 +590,26 @@ class SampleConfluence:
     async def _v1_content_list(self, request: web.Request) -> web.Response:
         key = request.query.get("spaceKey")
         statuses = self._statuses(request, ("current",))
+        wanted = request.query.get("type", "page")
         pages = [p for p in self.pages.values()
                  if (key is None or p.space_key == key) and p.status in statuses
-                 and request.query.get("type", "page") == "page"]
+                 and wanted in ("page", "blogpost") and p.kind == wanted
+                 and request.query.get("title", p.title) == p.title]
         return self._v1_list(request, pages, listing=key is not None)
 
     async def _v1_content(self, request: web.Request) -> web.Response:
+        if self.v1_content_gone and self._is_cloud(request):
+            return _error(410, "This API is no longer available. Use the v2 API: GET /wiki/api/v2/pages/{id}")
         page = self.pages.get(request.match_info["page_id"])
         if page is None:
             return _error(404, f"No content found with id: ContentId{{id={request.match_info['page_id']}}}")
         if page.forbidden:
             return _error(403, "User not permitted to view content")
         expand = {e for e in request.query.get("expand", "").split(",") if e}
+        if any(e.startswith("ancestors.restrictions") for e in expand) and any(
+            a.breaks_expand for a in self._ancestors(page)
+        ):
+            return _error(404, "No content found with id: ContentId{id=draft}")  # CONFCLOUD-77618
         return web.json_response(self._v1_page(request, page, expand))
 
     async def _v1_search(self, request: web.Request) -> web.Response:
@@ -477,7 +621,7 @@ class SampleConfluence:
             p for p in self.pages.values()
             if p.status == "current"
             and (query.space is None or p.space_key == query.space)
-            and (query.type in (None, "page"))
+            and (query.type is None or query.type == p.kind)
             and (query.modified_from is None or p.modified >= query.modified_from)
             and (query.ids is None or p.page_id in query.ids)
         ]
@@ -512,3 +656,176 @@ class SampleConfluence:
             except ValueError:
                 continue
         raise ValueError(f"bad date {value!r}")
+
+    # ---- content beyond page bodies: v2 pages/blog posts, ancestors, comments, attachments, users ---------
+
+    def _ancestors(self, page: EmulatedPage) -> list[EmulatedPage]:
+        """Root first, parent last."""
+        chain: list[EmulatedPage] = []
+        parent = self.pages.get(page.parent_id or "")
+        while parent is not None and parent not in chain:
+            chain.insert(0, parent)
+            parent = self.pages.get(parent.parent_id or "")
+        return chain
+
+    def _v2_items(self, request: web.Request, items: list[tuple[str, Callable[[], JSON]]]) -> web.Response:
+        """One cursor page of any v2 collection (keyset on id), with `_links.next` and a `Link` header."""
+        limit = _limit(request, V2_DEFAULT_LIMIT, V2_MAX_LIMIT)
+        cursor = request.query.get("cursor")
+        after = str(_decode_cursor(cursor).get("after", "")) if cursor else None
+        ordered = sorted(items, key=lambda item: _id_key(item[0].removeprefix("att")))
+        if after is not None:
+            ordered = [i for i in ordered if _id_key(i[0].removeprefix("att")) > _id_key(after.removeprefix("att"))]
+        chunk = ordered[:limit]
+        base, _ = self._base(request)
+        data: JSON = {"results": [make() for _, make in chunk], "_links": {"base": base}}
+        headers: dict[str, str] = {}
+        if len(ordered) > limit:
+            params = [(k, v) for k, v in request.query.items() if k != "cursor"]
+            params.append(("cursor", _encode_cursor({"after": chunk[-1][0]})))
+            nxt = f"{self._site_path(request)}?{urlencode(params)}"
+            data["_links"]["next"] = nxt
+            headers["Link"] = f'<{nxt}>; rel="next"'
+        return web.json_response(data, headers=headers)
+
+    async def _tenant_info(self, request: web.Request) -> web.Response:
+        return web.json_response({"cloudId": self.cloud_id})
+
+    def _visible(self, request: web.Request) -> EmulatedPage | None:
+        """The page or blog post named in the path, if current and of the kind the path says."""
+        page = self.pages.get(request.match_info["page_id"])
+        kind = "blogpost" if "/blogposts/" in self._site_path(request) else "page"
+        if page is None or page.kind != kind or page.status != "current":
+            return None
+        return page
+
+    async def _v2_page_one(self, request: web.Request) -> web.Response:
+        page = self._visible(request)
+        if page is None:
+            return _error(404, "Not Found")
+        if page.forbidden:
+            return _error(403, "Forbidden")
+        item = self._v2_page(page, body=request.query.get("body-format") == "storage")
+        if page.kind == "blogpost":
+            for key in ("parentId", "parentType", "position", "ownerId"):
+                item.pop(key, None)
+        if request.query.get("include-labels") == "true":
+            labels = [{"id": str(i + 1), "name": n, "prefix": "global"} for i, n in enumerate(page.labels)]
+            item["labels"] = {"results": labels, "meta": {"hasMore": False, "cursor": ""}, "_links": {}}
+        base, _ = self._base(request)
+        item["_links"]["base"] = base
+        return web.json_response(item)
+
+    async def _v2_space_blogposts(self, request: web.Request) -> web.Response:
+        space = next((s for s in self.spaces.values() if s.space_id == request.match_info["space_id"]), None)
+        if space is None:
+            return _error(404, "Space not found")
+        statuses = self._statuses(request, ("current",))
+        posts = [p for p in self.pages.values()
+                 if p.space_key == space.key and p.status in statuses and p.kind == "blogpost"]
+        with_body = request.query.get("body-format") == "storage"
+        return self._v2_items(request, [(p.page_id, partial(self._v2_page, p, body=with_body)) for p in posts])
+
+    async def _v2_ancestors(self, request: web.Request) -> web.Response:
+        page = self._visible(request)
+        if page is None:
+            return _error(404, "Not Found")
+        return web.json_response({"results": [{"id": a.page_id, "type": "page"} for a in self._ancestors(page)],
+                                  "_links": {}})
+
+    async def _v1_read_restrictions(self, request: web.Request) -> web.Response:
+        page = self.pages.get(request.match_info["page_id"])
+        if page is None or page.breaks_expand:
+            return _error(404, "No content found")
+        restrictions = self._read_restrictions(page)["read"]
+        return web.json_response({**restrictions, "content": {"id": page.page_id, "type": page.kind}})
+
+    def _container(self, request: web.Request) -> tuple[bool, EmulatedPage | None]:
+        """(scoped to one page?, that page) for per-page and site-wide comment/attachment listings."""
+        if "page_id" not in request.match_info:
+            return False, None
+        return True, self._visible(request)
+
+    def _comment_json(self, comment: EmulatedComment, *, body: bool) -> JSON:
+        page = self.pages[comment.page_id]
+        item: JSON = {
+            "id": comment.comment_id, "status": "current", "title": f"Re: {page.title}",
+            ("blogPostId" if page.kind == "blogpost" else "pageId"): page.page_id,
+            "version": {"createdAt": _iso(comment.modified, cloud=True), "message": "",
+                        "number": comment.version, "minorEdit": False, "authorId": comment.author_id},
+            "_links": {"webui": self._webui(page, cloud=True) + f"?focusedCommentId={comment.comment_id}"},
+        }
+        if comment.kind == "inline":
+            item["resolutionStatus"] = comment.resolution
+        if body:
+            item["body"] = {"storage": {"representation": "storage", "value": comment.body}}
+        return item
+
+    def _comments(self, request: web.Request, kind: str) -> web.Response:
+        scoped, page = self._container(request)
+        if scoped and page is None:
+            return _error(404, "Not Found")
+        resolution = {v for v in request.query.getall("resolution-status", []) for v in v.split(",") if v}
+        found = [
+            c for c in self.comments.values()
+            if c.kind == kind and (page is None or c.page_id == page.page_id)
+            and (not resolution or c.resolution in resolution)
+            and self.pages.get(c.page_id) is not None
+        ]
+        with_body = request.query.get("body-format") == "storage"
+        return self._v2_items(
+            request, [(c.comment_id, partial(self._comment_json, c, body=with_body)) for c in found]
+        )
+
+    async def _v2_footer_comments(self, request: web.Request) -> web.Response:
+        return self._comments(request, "footer")
+
+    async def _v2_inline_comments(self, request: web.Request) -> web.Response:
+        return self._comments(request, "inline")
+
+    def _attachment_json(self, attachment: EmulatedAttachment) -> JSON:
+        page = self.pages[attachment.page_id]
+        return {
+            "id": attachment.attachment_id, "status": "current", "title": attachment.title,
+            "createdAt": _iso(attachment.created, cloud=True),
+            ("blogPostId" if page.kind == "blogpost" else "pageId"): page.page_id,
+            "mediaType": attachment.media_type, "fileSize": len(attachment.data),
+            "fileId": f"file-{attachment.attachment_id}",
+            "webuiLink": f"/pages/viewpageattachments.action?pageId={page.page_id}&preview=/{page.page_id}/"
+                         f"{attachment.attachment_id}/{quote_plus(attachment.title)}",
+            "downloadLink": f"/download/attachments/{page.page_id}/{quote_plus(attachment.title)}"
+                            f"?version={attachment.version}&api=v2",
+            "version": {"createdAt": _iso(attachment.created, cloud=True), "number": attachment.version,
+                        "minorEdit": False, "authorId": _OWNER["accountId"]},
+            "_links": {},
+        }
+
+    async def _v2_attachments(self, request: web.Request) -> web.Response:
+        scoped, page = self._container(request)
+        if scoped and page is None:
+            return _error(404, "Not Found")
+        found = [a for a in self.attachments.values()
+                 if (page is None or a.page_id == page.page_id) and self.pages.get(a.page_id) is not None]
+        return self._v2_items(request, [(a.attachment_id, partial(self._attachment_json, a)) for a in found])
+
+    async def _download(self, request: web.Request) -> web.Response:
+        attachment = self.attachments.get(request.match_info["attachment_id"])
+        if attachment is None or attachment.page_id != request.match_info["page_id"]:
+            return _error(404, "Attachment not found")
+        self.attachment_downloads += 1
+        return web.Response(body=attachment.data, content_type=attachment.media_type)
+
+    async def _v1_user(self, request: web.Request) -> web.Response:
+        """Cloud asks by `accountId`, Data Center by `key` (userkey) or `username`."""
+        query = request.query
+        user = next((u for u in self.users.values()
+                     if u.account_id == query.get("accountId") or u.user_key == query.get("key")
+                     or u.username == query.get("username")), None)
+        if user is None:
+            return _error(404, "No user found")
+        data: JSON = {"type": "known", "displayName": user.display_name, "publicName": user.display_name}
+        if self._is_cloud(request):
+            data["accountId"] = user.account_id
+        else:
+            data.update({"username": user.username, "userKey": user.user_key})
+        return web.json_response(data)

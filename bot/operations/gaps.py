@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bot.answering.ranking import evidence_policy
+from bot.answering.evidence import evidence_policy
 from db.gaps import UnansweredQuestion, unanswered_questions
 
 if TYPE_CHECKING:

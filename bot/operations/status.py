@@ -22,6 +22,9 @@ class SpaceStatus:
     pages: int
     chunks: int
     last_synced_at: datetime | None
+    blogposts: int = 0
+    comments: int = 0
+    attachments: int = 0  # files indexed (skipped and failed ones not counted)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,10 @@ class KnowledgeBaseStatus:
                 {**asdict(s), "last_synced_at": s.last_synced_at.isoformat() if s.last_synced_at else None}
                 for s in self.spaces
             ],
-            "totals": {"pages": self.pages, "chunks": self.chunks},
+            "totals": {"pages": self.pages, "chunks": self.chunks,
+                       "blogposts": sum(s.blogposts for s in self.spaces),
+                       "comments": sum(s.comments for s in self.spaces),
+                       "attachments": sum(s.attachments for s in self.spaces)},
             "configured_spaces": self.configured_spaces,
             "embedding": {
                 "model": self.embedding_model,
@@ -87,7 +93,8 @@ async def read_status(
         spaces = [
             SpaceStatus(
                 space_key=row["space_key"], name=row["name"], pages=row["pages"], chunks=row["chunks"],
-                last_synced_at=row["last_synced_at"],
+                last_synced_at=row["last_synced_at"], blogposts=row["blogposts"], comments=row["comments"],
+                attachments=row["attachments"],
             )
             for row in await activity.space_counts(conn)
         ]

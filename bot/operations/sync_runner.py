@@ -155,7 +155,7 @@ class SyncRunner:
                     await index_page(
                         page, known=PageVersion(known.version, known.checksum) if known else None,
                         store=self._store, embedder=self._embedder, options=self._options, report=report,
-                        converter=self._converter,
+                        source=source, converter=self._converter,
                     )
                     done.append(page_id)
                 except asyncio.CancelledError:
@@ -262,7 +262,7 @@ class SyncRunner:
                 error = f"could not refresh search statistics: {one_line(lost)}"
         if error is not None or (failed_spaces and len(failed_spaces) == len(spaces)):
             status = "failed"
-        elif failed_spaces or report.pages_failed:
+        elif failed_spaces or report.pages_failed or report.attachments_failed:
             status = "partial"
         else:
             status = "succeeded"

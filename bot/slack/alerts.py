@@ -19,7 +19,9 @@ PageUrl = Callable[[str], str]
 
 def needs_alert(outcome: RunOutcome) -> bool:
     """Failed pages, failed spaces or a failed run deserve a human's look; a clean run does not."""
-    return outcome.status == "failed" or outcome.report.pages_failed > 0 or bool(outcome.failed_spaces)
+    report = outcome.report
+    return outcome.status == "failed" or report.pages_failed + report.attachments_failed > 0 or bool(
+        outcome.failed_spaces)
 
 
 def page_url_for(settings: Settings) -> PageUrl | None:

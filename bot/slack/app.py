@@ -27,12 +27,13 @@ from bot.services import Services
 from bot.settings import Settings, SettingsError
 from bot.slack import blocks
 from bot.slack.alerts import OpsAlerts, page_url_for
+from bot.slack.budget import RateBudget
 from bot.slack.digest import post_gaps_digest
 from bot.slack.docsync import DocSync
 from bot.slack.home import HomeTab
 from bot.slack.listeners import SlackListeners
 from bot.slack.middleware import AdminOnly, EventFilter, SeenEvents
-from bot.slack.streaming import BackgroundTasks
+from bot.slack.streaming import BackgroundTasks, WorkspaceFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def build_client(settings: Settings, *, session: aiohttp.ClientSession | None = 
 def build_app(
     services: Services, *, client: AsyncWebClient | None = None, next_sync_at: NextSyncAt | None = None,
     tasks: BackgroundTasks | None = None, identity: AuthorizeResult | None = None,
+    budget: RateBudget | None = None,
 ) -> AsyncApp:
     """A Bolt app with askdocs' middleware and listeners registered (call inside a running event loop).
 
@@ -73,8 +75,10 @@ def build_app(
     app = AsyncApp(client=client or build_client(settings), name="askdocs",
                    authorize=authorize if identity is not None else None)
     tasks = tasks or BackgroundTasks()
-    listeners = SlackListeners(services, tasks=tasks, home=HomeTab(services, next_sync_at=next_sync_at))
-    docsync = DocSync(services.sync, default_spaces=settings.confluence_spaces, tasks=tasks)
+    budget = budget or RateBudget()  # one per workspace and method, shared by answers and /docsync
+    listeners = SlackListeners(services, tasks=tasks, home=HomeTab(services, next_sync_at=next_sync_at),
+                               budget=budget, features=WorkspaceFeatures())
+    docsync = DocSync(services.sync, default_spaces=settings.confluence_spaces, tasks=tasks, budget=budget)
     app.middleware(EventFilter(SeenEvents()))
     app.event("app_mention")(listeners.on_mention)
     # One listener for every message event (im, channels, groups): Bolt acks only events a listener takes.
@@ -83,7 +87,8 @@ def build_app(
     app.command("/askdocs")(listeners.on_askdocs)
     app.command("/docsync", middleware=[AdminOnly(settings.slack_admin_users, blocks.SYNC_REFUSED)])(
         docsync.on_docsync)
-    app.action("feedback_up")(listeners.on_feedback)
+    app.action(blocks.FEEDBACK_ACTION_ID)(listeners.on_feedback)
+    app.action("feedback_up")(listeners.on_feedback)  # buttons of answers posted before feedback_buttons
     app.action("feedback_down")(listeners.on_feedback)
     return app
 
@@ -93,8 +98,10 @@ class SlackBot:
 
     def __init__(
         self, services: Services, *, next_sync_at: NextSyncAt | None = None, drain_timeout_s: float = 30.0,
+        budget: RateBudget | None = None,
     ) -> None:
         self._services = services
+        self._budget = budget or RateBudget()
         self._next_sync_at = next_sync_at
         self._drain_timeout_s = drain_timeout_s
         self._tasks = BackgroundTasks()
@@ -120,7 +127,7 @@ class SlackBot:
                 bot_token=settings.slack_bot_token.get_secret_value(),
             )
             app = build_app(self._services, client=client, next_sync_at=self._next_sync_at, tasks=self._tasks,
-                            identity=identity)
+                            identity=identity, budget=self._budget)
             handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
             try:
                 await handler.connect_async()  # type: ignore[no-untyped-call]

@@ -17,7 +17,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.operations.sync_runner import AlreadyRunning, SyncRunner
 from bot.slack import blocks
-from bot.slack.streaming import BackgroundTasks, new_ref, slack_error
+from bot.slack.budget import RateBudget
+from bot.slack.streaming import BackgroundTasks, new_ref, slack_error, write_final
 from ingest.sync import Progress
 
 logger = logging.getLogger(__name__)
@@ -25,10 +26,11 @@ logger = logging.getLogger(__name__)
 
 class DocSync:
     def __init__(
-        self, runner: SyncRunner, *, default_spaces: list[str], tasks: BackgroundTasks,
+        self, runner: SyncRunner, *, default_spaces: list[str], tasks: BackgroundTasks, budget: RateBudget,
         update_interval_s: float = 2.0,
     ) -> None:
         self._runner = runner
+        self._budget = budget
         self._default_spaces = default_spaces
         self._tasks = tasks
         self._sync_update_interval_s = update_interval_s
@@ -43,6 +45,7 @@ class DocSync:
 
     async def _docsync(self, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
         user, channel = str(command["user_id"]), str(command["channel_id"])
+        team = str(command.get("team_id") or "") or None
         words = str(command.get("text") or "").split()
         flags = [w for w in words if w.startswith("-")]
         if any(flag != "--force" for flag in flags):
@@ -80,6 +83,9 @@ class DocSync:
             await asyncio.wait({started.task}, timeout=self._sync_update_interval_s)
             if started.task.done() or ts is None or not latest or latest[0] == shown_step:
                 continue
+            # Progress shares chat.update's workspace budget with every answer: skipped when it is spent.
+            if not self._budget.try_take(team, "chat.update"):
+                continue
             shown_step = latest[0]
             try:
                 await client.chat_update(channel=channel, ts=ts,
@@ -99,4 +105,6 @@ class DocSync:
             return
         if last_edit is not None:
             await asyncio.sleep(max(0.0, last_edit + self._sync_update_interval_s - time.monotonic()))
-        await client.chat_update(channel=channel, ts=ts, **summary)
+        summary_ts = ts
+        await write_final(lambda: client.chat_update(channel=channel, ts=summary_ts, **summary),
+                          budget=self._budget, team_id=team, method="chat.update", where=channel)

@@ -19,13 +19,22 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.answering.models import AskContext, QuestionError, Turn
+from bot.answering.models import Answer, AskContext, QuestionError, Turn
 from bot.services import Services
 from bot.slack import blocks
+from bot.slack.budget import RateBudget
 from bot.slack.home import HomeTab
 from bot.slack.middleware import SeenEvents, from_a_bot
 from bot.slack.mrkdwn import parse_scope, slack_to_plain
-from bot.slack.streaming import BackgroundTasks, BotThreads, LiveMessage, new_ref, slack_error
+from bot.slack.streaming import (
+    AnswerReply,
+    BackgroundTasks,
+    BotThreads,
+    ReplyTo,
+    WorkspaceFeatures,
+    new_ref,
+    slack_error,
+)
 from db import activity
 
 logger = logging.getLogger(__name__)
@@ -40,13 +49,15 @@ class SlackListeners:
     """The answering listeners (mentions, DMs, thread follow-ups, /askdocs, feedback, App Home)."""
 
     def __init__(
-        self, services: Services, *, tasks: BackgroundTasks, home: HomeTab,
-        max_concurrent_answers: int = 8, stream_interval_s: float = 1.0,
+        self, services: Services, *, tasks: BackgroundTasks, home: HomeTab, budget: RateBudget,
+        features: WorkspaceFeatures, max_concurrent_answers: int = 8, stream_interval_s: float = 1.0,
     ) -> None:
         self._services = services
         self._settings = services.settings
         self._tasks = tasks
         self._home = home
+        self._budget = budget
+        self._features = features
         self._answer_slots = asyncio.Semaphore(max_concurrent_answers)
         self._stream_interval_s = stream_interval_s
         self._threads = BotThreads()
@@ -75,7 +86,7 @@ class SlackListeners:
                 return
             self._tasks.spawn(self._answer_event(event, context, client, require_bot_thread=False),
                               name=f"askdocs-dm-{event.get('ts')}")
-        elif channel_type in ("channel", "group"):
+        elif channel_type in ("channel", "group", "mpim"):  # group DMs keep their threads too
             thread_ts = event.get("thread_ts")
             if not thread_ts or thread_ts == event.get("ts"):
                 return  # not a thread reply: only mentions are answered at the top level
@@ -105,8 +116,19 @@ class SlackListeners:
         self._tasks.spawn(self._feedback(body, action, respond, client), name="askdocs-feedback")
 
     async def on_home_opened(self, event: Event, client: AsyncWebClient) -> None:
-        if event.get("tab", "home") == "home" and event.get("user"):
+        tab = event.get("tab", "home")
+        if tab == "home" and event.get("user"):
             self._tasks.spawn(self._home.publish(client, str(event["user"])), name="askdocs-home")
+        elif tab == "messages" and event.get("channel"):
+            # The agent's conversation (features.agent_view): offer a few questions to start with.
+            self._tasks.spawn(self._suggest_prompts(client, str(event["channel"])), name="askdocs-prompts")
+
+    async def _suggest_prompts(self, client: AsyncWebClient, channel: str) -> None:
+        try:
+            await client.assistant_threads_setSuggestedPrompts(
+                channel_id=channel, title=blocks.SUGGESTED_PROMPTS_TITLE, prompts=blocks.suggested_prompts())
+        except SlackApiError as error:
+            logger.warning("could not suggest prompts in %s: %s", channel, slack_error(error))
 
     def _claim(self, event: Event) -> bool:
         return self._claimed.first_time(f"{event.get('channel')}:{event.get('ts')}")
@@ -151,8 +173,9 @@ class SlackListeners:
                 return turns
 
             load_history = fetched_turns
-        await self._answer_in_thread(client, channel=channel, thread_ts=thread_ts, user=event.get("user"),
-                                     question=question, spaces=spaces, load_history=load_history)
+        to = ReplyTo(channel, thread_ts, event.get("user"), context.team_id or event.get("team"),
+                     recipient_team_id=event.get("user_team") or event.get("team") or context.team_id)
+        await self._answer_in_thread(client, to, question=question, spaces=spaces, load_history=load_history)
 
     async def _thread_messages(self, client: AsyncWebClient, channel: str, thread_ts: str) -> list[Event]:
         messages: list[Event] = []
@@ -166,25 +189,29 @@ class SlackListeners:
         return messages
 
     async def _answer_in_thread(
-        self, client: AsyncWebClient, *, channel: str, thread_ts: str, user: str | None, question: str,
-        spaces: Sequence[str] | None, load_history: HistoryLoader | None,
+        self, client: AsyncWebClient, to: ReplyTo, *, question: str, spaces: Sequence[str] | None,
+        load_history: HistoryLoader | None,
     ) -> None:
-        """Placeholder now, then the answer streamed into it; any failure ends as an apology in its place."""
+        """Slack's loading status now, then the answer streamed into one message; any failure ends as an
+        apology in its place."""
+        channel, thread_ts = to.channel, to.thread_ts
+        reply = AnswerReply(client, to, budget=self._budget, features=self._features,
+                            min_interval_s=self._stream_interval_s)
         try:
-            posted = await client.chat_postMessage(channel=channel, thread_ts=thread_ts, **blocks.searching())
+            await reply.show_status()
         except Exception:
             logger.exception("could not post in %s/%s [ref %s]", channel, thread_ts, new_ref())
             return
         self._threads.mark(channel, thread_ts, True)
-        live = LiveMessage(client, channel, str(posted["ts"]), min_interval_s=self._stream_interval_s)
-        context = AskContext("slack", user_id=user, channel_id=channel, thread_ts=thread_ts)
+        context = AskContext("slack", user_id=to.user_id, channel_id=channel, thread_ts=thread_ts)
         refresh: asyncio.Task[list[str]] | None = None
         history: list[Turn] = []
+        answered: Answer | None = None
         try:
             history = await load_history() if load_history else []
             async with self._answer_slots:
                 result = await self._services.engine.answer(
-                    question, history=history, spaces=spaces, on_delta=live.stream, context=context,
+                    question, history=history, spaces=spaces, on_delta=reply.on_delta, context=context,
                 )
             if self._services.freshness is not None:
                 try:
@@ -192,26 +219,28 @@ class SlackListeners:
                     result, refresh = reviewed.answer, reviewed.refresh
                 except Exception:  # the answer still goes out, unreviewed
                     logger.exception("freshness check failed in %s/%s [ref %s]", channel, thread_ts, new_ref())
-            message = blocks.answer(result)
+            message = blocks.answer(result, nonce=new_ref())
+            answered = result
         except QuestionError as error:
-            message = blocks.problem(str(error))
+            message = blocks.problem(str(error), nonce=new_ref())
         except Exception:
             ref = new_ref()
             logger.exception("answering in %s/%s failed [ref %s]", channel, thread_ts, ref)
-            message = blocks.apology(ref)
+            message = blocks.apology(ref, nonce=new_ref())
         try:
-            await live.finish(message)
+            await reply.finish(message, result=answered)
         except Exception:
             ref = new_ref()
             logger.exception("could not show the answer in %s/%s [ref %s]", channel, thread_ts, ref)
             await self._post_quietly(client, channel, thread_ts, blocks.apology(ref))
+            await reply.clear_status()
             return
         if refresh is not None:
-            await self._refresh_answer(client, live, refresh, question=question, history=history, spaces=spaces,
+            await self._refresh_answer(reply, refresh, question=question, history=history, spaces=spaces,
                                        context=context)
 
     async def _refresh_answer(
-        self, client: AsyncWebClient, live: LiveMessage, refresh: asyncio.Task[list[str]], *, question: str,
+        self, reply: AnswerReply, refresh: asyncio.Task[list[str]], *, question: str,
         history: list[Turn], spaces: Sequence[str] | None, context: AskContext,
     ) -> None:
         """A cited page changed after indexing: once it is re-indexed, answer again in the same message."""
@@ -222,9 +251,10 @@ class SlackListeners:
                 result = await self._services.engine.answer(question, history=history, spaces=spaces,
                                                             context=context)
             note = "Refreshed: a cited page was updated in Confluence and has been re-indexed."
-            await live.finish(blocks.answer(dataclasses.replace(result, note=note)))
+            await reply.replace(blocks.answer(dataclasses.replace(result, note=note), nonce=new_ref()))
         except Exception:
-            logger.exception("could not refresh the answer in %s/%s [ref %s]", live.channel, live.ts, new_ref())
+            logger.exception("could not refresh the answer in %s/%s [ref %s]", reply.to.channel, reply.ts,
+                             new_ref())
 
     async def _post_quietly(self, client: AsyncWebClient, channel: str, thread_ts: str,
                             message: blocks.Message) -> None:
@@ -239,7 +269,7 @@ class SlackListeners:
         scope, question = parse_scope(text)
         spaces = scope or self._settings.channel_spaces.get(channel)
         try:
-            posted = await client.chat_postMessage(channel=channel, **blocks.asked(user, text))
+            posted = await client.chat_postMessage(channel=channel, **blocks.asked(user, text, nonce=new_ref()))
         except SlackApiError as error:
             if slack_error(error) not in CANT_POST_HERE:
                 ref = new_ref()
@@ -249,8 +279,9 @@ class SlackListeners:
             await self._askdocs_via_response_url(respond, user=user, channel=channel, text=text,
                                                  question=question, spaces=spaces)
             return
-        await self._answer_in_thread(client, channel=channel, thread_ts=str(posted["ts"]), user=user,
-                                     question=question, spaces=spaces, load_history=None)
+        team = str(command.get("team_id") or "") or None
+        await self._answer_in_thread(client, ReplyTo(channel, str(posted["ts"]), user, team), question=question,
+                                     spaces=spaces, load_history=None)
 
     async def _askdocs_via_response_url(
         self, respond: AsyncRespond, *, user: str, channel: str, text: str, question: str,
@@ -279,9 +310,8 @@ class SlackListeners:
         container = body.get("container") or {}
         channel = str((body.get("channel") or {}).get("id") or container.get("channel_id"))
         thread_ts = (body.get("message") or {}).get("thread_ts")
-        value = 1 if action.get("action_id") == "feedback_up" else -1
         try:
-            query_id = int(str(action.get("value")))
+            query_id, value = blocks.feedback_vote(action)
             async with self._services.database.pool.acquire() as conn:
                 await activity.record_feedback(conn, query_id=query_id, user_id=user, value=value)
             text = blocks.FEEDBACK_THANKS

@@ -281,6 +281,7 @@ class OpenAIEmulator:
         self._delays: dict[str, deque[float]] = {}
         self._scripted: deque[str] = deque()
         self._stream_breaks: deque[int] = deque()
+        self.stream_delta_interval_s = 0.0  # a model that writes for a while: the pause between deltas
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._base_url: str | None = None
@@ -496,6 +497,8 @@ class OpenAIEmulator:
         try:
             for event in events:
                 await response.write(f"data: {json.dumps(event)}\n\n".encode())
+                if self.stream_delta_interval_s:
+                    await asyncio.sleep(self.stream_delta_interval_s)
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except ConnectionError:  # the client gave up (timeout) while we were delayed

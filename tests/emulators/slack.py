@@ -13,6 +13,7 @@ import base64
 import copy
 import itertools
 import json
+import math
 import time
 import uuid
 from collections import deque
@@ -40,8 +41,15 @@ APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 JSON_STRING_PARAMS = ("blocks", "attachments", "view", "metadata")
 BLOCK_TYPES = frozenset(
     {"section", "divider", "image", "actions", "context", "input", "file", "header", "video", "rich_text",
-     "markdown", "table"}
+     "markdown", "table", "context_actions"}
 )
+MAX_CONTEXT_ACTIONS_ELEMENTS = 5
+MAX_FEEDBACK_TEXT_CHARS = 75
+MAX_STREAM_MARKDOWN_CHARS = 12_000  # chat.startStream/appendStream/stopStream markdown_text
+MAX_SUGGESTED_PROMPTS = 4
+# Per-method limits per workspace (docs.slack.dev rate limits): Tier 3 chat.update, Tier 4 appendStream.
+SLACK_TIER_LIMITS: dict[str, int] = {"chat.update": 50, "chat.appendStream": 100}
+STREAMING_REFUSED = "feature_not_enabled"  # the emulator's answer when streaming is off (plan or policy)
 FIRST_TS_US = 1_700_000_000_000_100  # first ts "1700000000.000100"; each new ts adds 100 µs
 
 
@@ -86,10 +94,19 @@ class Channel:
     is_im: bool = False
     user: str | None = None
     bot_member: bool = True
+    is_mpim: bool = False
+
+    @property
+    def channel_type(self) -> str:
+        """The `channel_type` of message events here."""
+        return "im" if self.is_im else "mpim" if self.is_mpim else "channel"
 
     def to_wire(self) -> Json:
         if self.is_im:
             return {"id": self.id, "is_im": True, "user": self.user, "is_open": True, "created": 1700000000}
+        if self.is_mpim:
+            return {"id": self.id, "name": self.name, "is_mpim": True, "is_group": True, "is_im": False,
+                    "is_private": True, "is_member": self.bot_member, "created": 1700000000}
         return {"id": self.id, "name": self.name, "is_channel": True, "is_group": False, "is_im": False,
                 "is_private": False, "is_archived": False, "is_member": self.bot_member,
                 "created": 1700000000}
@@ -183,6 +200,25 @@ def _one_block_errors(block: Json, where: str) -> list[str]:
         elements = block.get("elements")
         if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_ACTIONS_ELEMENTS:
             return [f"must have 1 to {MAX_ACTIONS_ELEMENTS} elements {where[:-1]}/elements]"]
+    if kind == "context_actions":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_CONTEXT_ACTIONS_ELEMENTS:
+            return [f"must have 1 to {MAX_CONTEXT_ACTIONS_ELEMENTS} elements {where[:-1]}/elements]"]
+        errors = []
+        for j, element in enumerate(elements):
+            at = f"{where[:-1]}/elements/{j}]"
+            if not isinstance(element, dict) or element.get("type") not in ("feedback_buttons", "icon_button"):
+                errors.append(f"unsupported type {at}")
+                continue
+            if element["type"] == "feedback_buttons":
+                for side in ("positive_button", "negative_button"):
+                    button = element.get(side)
+                    if not isinstance(button, dict) or not isinstance(button.get("value"), str):
+                        errors.append(f"missing required field: value {at[:-1]}/{side}]")
+                        continue
+                    errors += _text_errors(button.get("text"), f"{at[:-1]}/{side}/text]",
+                                           max_chars=MAX_FEEDBACK_TEXT_CHARS, plain_only=True)
+        return errors
     return []
 
 
@@ -201,7 +237,13 @@ class SlackEmulator:
         team_id: str = "T1",
         bot_id: str = "BBOT",
         app_id: str = "A1",
+        rate_limits: dict[str, int] | None = None,
+        rate_window_s: float = 60.0,
+        streaming_enabled: bool = True,
     ) -> None:
+        """`rate_limits` (calls of a method per `rate_window_s`, for the whole workspace) default to Slack's
+        tiers for chat.update and chat.appendStream; shrink the window to keep tests fast. Calls past a
+        limit get HTTP 429 with Retry-After, as Slack answers."""
         self.bot_token, self.app_token = bot_token, app_token
         self.bot_user_id, self.team_id, self.bot_id, self.app_id = bot_user_id, team_id, bot_id, app_id
         self.calls: list[ApiCall] = []
@@ -214,6 +256,13 @@ class SlackEmulator:
         self.connections = 0  # WebSocket connections accepted so far, so tests can see a reconnect
         self.channels: dict[str, Channel] = {}
         self.users: dict[str, Json] = {}
+        self.rate_limits = dict(SLACK_TIER_LIMITS if rate_limits is None else rate_limits)
+        self.rate_window_s = rate_window_s
+        self.streaming_enabled = streaming_enabled
+        self.statuses: dict[tuple[str, str], str] = {}  # (channel, thread_ts) -> the loading status shown
+        self.suggested_prompts: list[Json] = []  # setSuggestedPrompts params, in call order
+        self._streaming: set[tuple[str, str]] = set()  # messages still being streamed
+        self._accepted: dict[str, deque[float]] = {}  # method -> times of calls inside the rate window
         self._messages: dict[tuple[str, str], Json] = {}
         self._faults: dict[str, deque[_Fault]] = {}
         self._sockets: list[_Socket] = []
@@ -239,6 +288,11 @@ class SlackEmulator:
             "users.info": self._users_info,
             "views.publish": self._views_publish,
             "reactions.add": self._reactions_add,
+            "assistant.threads.setStatus": self._set_status,
+            "assistant.threads.setSuggestedPrompts": self._set_suggested_prompts,
+            "chat.startStream": self._chat_start_stream,
+            "chat.appendStream": self._chat_append_stream,
+            "chat.stopStream": self._chat_stop_stream,
         }
         self.add_user(bot_user_id, name="askdocs", is_bot=True)
         self.add_user("U1", name="alice", real_name="Alice Example")
@@ -288,11 +342,11 @@ class SlackEmulator:
 
     def add_channel(
         self, channel_id: str, *, name: str | None = None, bot_member: bool = True, is_im: bool = False,
-        user: str | None = None,
+        user: str | None = None, is_mpim: bool = False,
     ) -> Channel:
-        """Create (or replace) a channel; an IM needs the `user` at the other end."""
+        """Create (or replace) a channel; an IM needs the `user` at the other end; `is_mpim` is a group DM."""
         channel = Channel(channel_id, name or channel_id.lower(), is_im=is_im, user=user,
-                          bot_member=True if is_im else bot_member)
+                          bot_member=True if is_im else bot_member, is_mpim=is_mpim)
         self.channels[channel_id] = channel
         return channel
 
@@ -311,6 +365,13 @@ class SlackEmulator:
         return user
 
     # ---------------------------------------------------------------- faults
+
+    def set_rate_limits(self, limits: dict[str, int], *, window_s: float | None = None) -> None:
+        """Change the per-method limits (and window) from now on, with empty windows."""
+        self.rate_limits = dict(limits)
+        if window_s is not None:
+            self.rate_window_s = window_s
+        self._accepted.clear()
 
     def rate_limit_next(self, method: str, *, retry_after: int = 1, n: int = 1) -> None:
         """Answer the next `n` calls of `method` with HTTP 429, `Retry-After` and error "ratelimited"."""
@@ -338,6 +399,24 @@ class SlackEmulator:
         """Messages the bot posted, oldest first, optionally in one channel."""
         return [m for m in self.messages
                 if m.get("bot_id") == self.bot_id and (channel is None or m["channel"] == channel)]
+
+    def is_streaming(self, channel: str, ts: str) -> bool:
+        """Whether a message was started with chat.startStream and not stopped yet."""
+        return (channel, ts) in self._streaming
+
+    async def wait_for_message(
+        self, predicate: Callable[[Json], bool], *, timeout: float = 10,  # noqa: ASYNC109
+    ) -> Json:
+        """The first stored message (as conversations.replies renders it, plus "channel") matching
+        `predicate`, waiting until one does: what a user would see, however it was written."""
+        def find() -> Json | None:
+            for message in self.messages:
+                shown = {**self._render(message), "channel": message["channel"]}
+                if predicate(shown):
+                    return shown
+            return None
+
+        return await self._wait_until(find, timeout, "a matching message")
 
     def calls_of(self, method: str) -> list[ApiCall]:
         """Every recorded call of one method, including failed ones."""
@@ -430,6 +509,21 @@ class SlackEmulator:
         envelope_id = await self.send_event({**self._user_event("message", msg), "channel_type": "im"})
         return envelope_id, msg["ts"]
 
+    async def user_message(
+        self, text: str, *, channel: str, user: str = "U1", thread_ts: str | None = None,
+    ) -> tuple[str, str]:
+        """A user's message without a mention (channel, group DM or DM): a `message` event with the
+        channel's channel_type; returns (envelope_id, ts)."""
+        msg = self._store_user_message(channel, user, text, thread_ts)
+        event = {**self._user_event("message", msg), "channel_type": self.channels[channel].channel_type}
+        return await self.send_event(event), msg["ts"]
+
+    async def open_messages_tab(self, user: str = "U1") -> str:
+        """A user opens the app's Messages tab (the agent's conversation): `app_home_opened`, tab messages."""
+        event: Json = {"type": "app_home_opened", "user": user, "channel": self._im_for(user).id,
+                       "tab": "messages", "event_ts": self._next_ts()}
+        return await self.send_event(event)
+
     async def slash_command(
         self, command: str, text: str, *, user_id: str = "U1", channel_id: str = "C1"
     ) -> str:
@@ -457,6 +551,7 @@ class SlackEmulator:
             message_ts = latest[-1]["ts"]
         message = self._message(channel, message_ts)
         block_id = block_id or _block_id_of(message.get("blocks") or [], action_id) or "actions"
+        element_type = _element_type_of(message.get("blocks") or [], action_id) or "button"
         response_url = self._new_response_url(_ResponseUrl("interactive", channel, user_id, message_ts))
         user_name = self.users.get(user_id, {}).get("name", user_id)
         payload = {
@@ -468,7 +563,7 @@ class SlackEmulator:
             "channel": {"id": channel, "name": self._channel(channel).name},
             "message": self._render(message), "state": {"values": {}},
             "trigger_id": self._trigger_id(), "response_url": response_url, "is_enterprise_install": False,
-            "actions": [{"action_id": action_id, "block_id": block_id, "value": value, "type": "button",
+            "actions": [{"action_id": action_id, "block_id": block_id, "value": value, "type": element_type,
                          "action_ts": self._next_ts(), "text": {"type": "plain_text", "text": value}}],
         }
         return await self._send_envelope("interactive", payload, accepts_response_payload=False)
@@ -581,7 +676,7 @@ class SlackEmulator:
         try:
             self._check_token(method, token)
             params = _decode_json_params(params)
-            fault = self._take_fault(method)
+            fault = self._take_fault(method) or self._over_limit(method)
             if fault is not None:
                 status = fault.status
                 if fault.retry_after is not None:
@@ -641,6 +736,21 @@ class SlackEmulator:
             raise SlackError("invalid_auth")
         if (token == self.app_token) != (method in APP_TOKEN_METHODS):
             raise SlackError("not_allowed_token_type")
+
+    def _over_limit(self, method: str) -> _Fault | None:
+        """A 429 when `method` already had its limit of calls in the last `rate_window_s` (sliding)."""
+        limit = self.rate_limits.get(method)
+        if limit is None:
+            return None
+        now = time.monotonic()
+        accepted = self._accepted.setdefault(method, deque())
+        while accepted and accepted[0] <= now - self.rate_window_s:
+            accepted.popleft()
+        if len(accepted) >= limit:
+            wait_s = accepted[0] + self.rate_window_s - now
+            return _Fault("ratelimited", 429, max(1, math.ceil(wait_s)))
+        accepted.append(now)
+        return None
 
     def _take_fault(self, method: str) -> _Fault | None:
         queue = self._faults.get(method)
@@ -758,6 +868,62 @@ class SlackEmulator:
         reaction["count"] += 1
         return {}
 
+    def _set_status(self, params: Json) -> Json:
+        channel = self._writable_channel(params.get("channel_id"))
+        thread_ts = _required(params, "thread_ts")
+        status = str(params.get("status") or "")
+        if status:
+            self.statuses[(channel.id, thread_ts)] = status
+        else:
+            self.statuses.pop((channel.id, thread_ts), None)
+        return {}
+
+    def _set_suggested_prompts(self, params: Json) -> Json:
+        channel = self._writable_channel(params.get("channel_id"))
+        prompts = params.get("prompts")
+        if (not isinstance(prompts, list) or not 1 <= len(prompts) <= MAX_SUGGESTED_PROMPTS
+                or not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts)):
+            raise SlackError("invalid_arguments")
+        self.suggested_prompts.append({**params, "channel_id": channel.id})
+        return {}
+
+    def _chat_start_stream(self, params: Json) -> Json:
+        channel = self._writable_channel(params.get("channel"))
+        if not self.streaming_enabled:
+            raise SlackError(STREAMING_REFUSED)
+        thread_ts = _required(params, "thread_ts")
+        if not channel.is_im:
+            _required(params, "recipient_user_id")
+            _required(params, "recipient_team_id")
+        msg = self._store_bot_message(channel.id, _stream_markdown(params), None, thread_ts)
+        self._streaming.add((channel.id, msg["ts"]))
+        return {"channel": channel.id, "ts": msg["ts"]}
+
+    def _streamed_message(self, params: Json) -> Json:
+        channel = self._channel(params.get("channel"))
+        msg = self._message(channel.id, _required(params, "ts"))
+        if (channel.id, msg["ts"]) not in self._streaming:
+            raise SlackError("message_not_in_streaming_state")
+        return msg
+
+    def _chat_append_stream(self, params: Json) -> Json:
+        msg = self._streamed_message(params)
+        msg["text"] += _stream_markdown(params)
+        return {"channel": msg["channel"], "ts": msg["ts"]}
+
+    def _chat_stop_stream(self, params: Json) -> Json:
+        msg = self._streamed_message(params)
+        text = msg["text"] + _stream_markdown(params)
+        blocks = params.get("blocks")
+        if blocks is not None:
+            errors = block_errors(blocks)
+            if errors:
+                raise SlackError("invalid_blocks", errors=errors)
+            msg["blocks"] = _with_block_ids(blocks)
+        msg["text"] = text
+        self._streaming.discard((msg["channel"], msg["ts"]))
+        return {"channel": msg["channel"], "ts": msg["ts"], "message": self._render(msg)}
+
     # ---------------------------------------------------------------- message store
 
     def _channel(self, ref: Any) -> Channel:
@@ -823,6 +989,7 @@ class SlackEmulator:
                      "bot_profile": {"id": self.bot_id, "name": "askdocs", "app_id": self.app_id}}
         if thread_ts:
             msg["thread_ts"] = thread_ts
+            self.statuses.pop((channel, thread_ts), None)  # Slack clears the loading status on a reply
         self._messages[(channel, msg["ts"])] = msg
         return msg
 
@@ -899,6 +1066,33 @@ def _block_id_of(blocks: list[Json], action_id: str) -> str | None:
         if isinstance(accessory, dict) and accessory.get("action_id") == action_id:
             return str(block.get("block_id"))
     return None
+
+
+def _element_type_of(blocks: list[Json], action_id: str) -> str | None:
+    for block in blocks:
+        for element in block.get("elements") or []:
+            if isinstance(element, dict) and element.get("action_id") == action_id:
+                return str(element.get("type"))
+    return None
+
+
+def _stream_markdown(params: Json) -> str:
+    """The markdown a streaming call carries: `markdown_text`, or `chunks` of type markdown_text."""
+    text = str(params.get("markdown_text") or "")
+    chunks = params.get("chunks")
+    if isinstance(chunks, str):
+        try:
+            chunks = json.loads(chunks)
+        except json.JSONDecodeError:
+            raise SlackError("invalid_chunks") from None
+    for chunk in chunks or []:
+        if not isinstance(chunk, dict):
+            raise SlackError("invalid_chunks")
+        if chunk.get("type") == "markdown_text":
+            text += str(chunk.get("text") or "")
+    if len(text) > MAX_STREAM_MARKDOWN_CHARS:
+        raise SlackError("msg_too_long")
+    return text
 
 
 def _page(items: list[Json], params: Json, *, default_limit: int) -> Json:
