@@ -179,7 +179,7 @@ async def index_page(
                            converter=converter)
     sections = text.sections
     report.comments_indexed += text.comment_count
-    checksum = page_checksum(page, content_checksum(sections))
+    checksum = page_checksum(page, await asyncio.to_thread(content_checksum, sections))
     record = page_record(page, checksum, text=text)
     if known is not None and known.checksum == checksum and not options.force:
         await store.save_page_metadata(record)
