@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from bot.http.api import build_api
+from bot.operations.once import once_per_week
 from bot.operations.retention import prune_query_log
 from bot.operations.scheduler import SyncScheduler
 from bot.services import Services, build_services
@@ -26,6 +27,7 @@ from ingest.errors import one_line, safe_url
 logger = logging.getLogger(__name__)
 
 RETENTION_JOB = "query log retention"
+DIGEST_JOB = "knowledge gaps digest"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Handlers still running when the listener closes get this long to finish before they are cancelled.
 API_SHUTDOWN_TIMEOUT_S = 5.0
@@ -245,7 +247,9 @@ async def serve(
         if scheduler is not None:
             await scheduler.start()
             if slack is not None and settings.slack_ops_channel:
-                scheduler.add_weekly(slack.post_gaps_digest, name="knowledge gaps digest")
+                digest = slack.post_gaps_digest
+                scheduler.add_weekly(  # every replica schedules it; one posts it (issue 16)
+                    lambda: once_per_week(services.database.pool, DIGEST_JOB, digest), name=DIGEST_JOB)
             scheduler.add_daily(
                 lambda: prune_query_log(services.database.pool, retention_days=settings.query_log_retention_days),
                 name=RETENTION_JOB,
