@@ -5,13 +5,15 @@ bench/data/questions.jsonl goes through the production AnswerEngine, as `POST /a
 
 - **extractive**: the zero-credential default (all-MiniLM-L6-v2, no chat model);
 - **llm**: the same retrieval with an OpenAI-compatible chat model, the project's emulator (its "model" quotes
-  the source sentences sharing most words with the question and cites them; it refuses when none does).
+  the source sentences sharing most words with the question and cites them; it refuses when none does);
+- **llm-rewrite**: `LLM_QUERY_REWRITE=true`, the model writes a passage to search with (the emulator can only
+  restate the question, so this measures the plumbing, not what a real model's passage gains).
 
 Per kind (natural, topic, unanswerable) and split (tune, held_out): first cited page right, right page cited at
 all, refused. Tune only on the tune split; the held-out split is reported beside it (bench/data/README-questions.md).
 Also: answer latency p50/p95, the model's embedding throughput on 2 cores, and the process's peak RSS.
 
-`python -m bench.answers [--modes extractive,llm] [--split tune|held_out|all] [--show-misses N]`
+`python -m bench.answers [--modes extractive,llm,llm-rewrite] [--split tune|held_out|all] [--show-misses N]`
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import append_result, machine_line, prepare_environment, table
-from bench.manual import CorpusMissing, Page, manual_pages, serve_pages
+from bench.manual import Page, manual_pages, serve_pages
 from bench.retrieval import cached_manual_database, manual_settings, sync_manual
 from bot.answering.models import Answer, AskContext
 from bot.demo.confluence import SampleConfluence
@@ -140,12 +142,12 @@ async def evaluate(pages: Sequence[Page], questions: Sequence[Question], modes: 
         for mode in modes:
             overrides: dict[str, Any] = {}
             emulator = None
-            if mode == "llm":
+            if mode in ("llm", "llm-rewrite"):
                 from tests.emulators.openai import OpenAIEmulator
 
                 emulator = OpenAIEmulator()
                 overrides = {"llm_provider": "openai", "openai_api_key": emulator.api_key,
-                             "openai_base_url": await emulator.start()}
+                             "openai_base_url": await emulator.start(), "llm_query_rewrite": mode == "llm-rewrite"}
             try:
                 settings = manual_settings(dsn, confluence.base_url, **overrides)
                 async with build_services(settings, embedder=embedder) as services:
@@ -199,16 +201,12 @@ def summary_json(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.answers", description=__doc__.splitlines()[0])
-    parser.add_argument("--modes", default="extractive,llm")
+    parser.add_argument("--modes", default="extractive,llm,llm-rewrite")
     parser.add_argument("--split", choices=("tune", "held_out", "all"), default="all")
     parser.add_argument("--show-misses", type=int, default=0, metavar="N", help="print N misses per mode")
     args = parser.parse_args(argv)
     prepare_environment()
-    try:
-        pages = manual_pages()
-    except CorpusMissing as missing:
-        print(missing, file=sys.stderr)
-        return 2
+    pages = manual_pages()  # the manual not installed: CorpusMissing exits, naming the install command
     questions = [q for q in read_questions() if args.split in ("all", q.split)]
     modes = [m for m in args.modes.split(",") if m]
     results = asyncio.run(evaluate(pages, questions, modes))

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import CACHE_DIR, append_result, bench_database, machine_line, prepare_environment, table
-from bench.manual import SPACE_KEY, CorpusMissing, Page, manual_pages, serve_pages
-from bot.answering.evidence import EvidencePolicy, has_enough_evidence, top_similarity
+from bench.manual import SPACE_KEY, Page, manual_pages, serve_pages
+from bot.answering.evidence import EvidencePolicy, evidence_policy, has_enough_evidence, top_similarity
 from bot.answering.ranking import RankingPolicy, keyword_query, rank
 from bot.demo.confluence import SampleConfluence as ConfluenceEmulator
 from bot.operations.sync_runner import RunOutcome
-from bot.services import Services, build_services, evidence_policy
+from bot.services import Services, build_services
 from bot.settings import Settings, load_settings
 from db.models import SearchHit
 from db.search import hybrid_candidates
@@ -413,11 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     prepare_environment()
-    try:
-        pages = manual_pages()
-    except CorpusMissing as missing:
-        print(missing, file=sys.stderr)
-        return 2
+    pages = manual_pages()  # the manual not installed: CorpusMissing exits, naming the install command
     questions = read_questions()
     pages = choose_pages(pages, questions, args.pages)
     result = asyncio.run(run(pages, questions))

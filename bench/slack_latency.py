@@ -343,7 +343,7 @@ async def burst_rounds(questions: Sequence[str], emulators: Emulators, data_dir:
                        stream_delta_s: float) -> list[Round]:
     """The same burst while the model streams for seconds: without Slack's limits, then under them."""
     assert emulators.urls is not None
-    rounds = []
+    rounds: list[Round] = []
     async with bench_database("bench_slack_burst") as dsn:
         for label, limits in (("no limits", {}), ("Slack's limits", dict(SLACK_TIER_LIMITS))):
             await emulators.configure(limits=limits, stream_delta_s=stream_delta_s)

@@ -219,7 +219,7 @@ async def run_forever(settings: Settings, *, stop: asyncio.Event | None = None) 
     stop = stop or asyncio.Event()
     installed = install_signal_handlers(stop)
     try:
-        async with build_services(settings) as services:
+        async with build_services(settings, reembed_on_model_change=True) as services:
             for fact in startup_facts(settings, services):
                 logger.info("%s", fact)
             return await serve(settings, services, stop)
@@ -254,6 +254,9 @@ async def serve(
                 lambda: prune_query_log(services.database.pool, retention_days=settings.query_log_retention_days),
                 name=RETENTION_JOB,
             )
+            if settings.per_user_permissions:  # restrictions added without an edit (issue 15)
+                scheduler.add_every(services.sync.refresh_permissions, name="permission refresh",
+                                    minutes=settings.permissions_sync_minutes)
         await stop.wait()
     finally:
         if connecting is not None:

@@ -11,6 +11,7 @@ from bot.answering.chat import ChatModel, OpenAIChat
 from bot.answering.engine import AnswerEngine
 from bot.answering.evidence import evidence_policy
 from bot.answering.freshness import FreshnessChecker
+from bot.operations.identity import Identity
 from bot.operations.metrics import Metrics
 from bot.operations.sync_runner import RunOutcome, SyncRunner
 from bot.settings import Settings, SettingsError
@@ -31,6 +32,7 @@ class Services:
     engine: AnswerEngine
     sync: SyncRunner
     metrics: Metrics
+    identity: Identity  # who may read what (issue 15)
     freshness: FreshnessChecker | None = None
 
 
@@ -85,8 +87,13 @@ async def build_services(
     *,
     embedder: Embedder | None = None,
     confluence_retry: RetryPolicy = RetryPolicy(),
+    reembed_on_model_change: bool = False,
 ) -> AsyncIterator[Services]:
-    """Everything askdocs runs on. `embedder` and `confluence_retry` let tests shrink waits, not paths."""
+    """Everything askdocs runs on. `embedder` and `confluence_retry` let tests shrink waits, not paths.
+
+    `reembed_on_model_change`: for the commands that sync (run, sync, demo), a knowledge base built with
+    another embedding model is emptied of its embeddings and re-embedded by the sync instead of refused.
+    """
     embedder = embedder or build_embedder(settings)
     probe = getattr(embedder, "probe_dimension", None)
     if probe is not None:
@@ -94,20 +101,22 @@ async def build_services(
     dsn = settings.database_url.get_secret_value() if settings.database_url else None
     database = await open_database(
         dsn, data_dir=settings.askdocs_data_dir, embedding_model=embedder.model_name,
-        embedding_dimension=embedder.dimension,
+        embedding_dimension=embedder.dimension, reembed_on_model_change=reembed_on_model_change,
     )
     chat = build_chat(settings)
     metrics = Metrics()
     engine = AnswerEngine(
         pool=database.pool, embedder=embedder, chat=chat, evidence=evidence_policy(embedder.model_name),
-        observer=metrics,
+        observer=metrics, rewrite_queries=settings.llm_query_rewrite,
     )
     runner = SyncRunner(
         pool=database.pool, embedder=embedder,
         source_factory=lambda: confluence_factory(settings, retry=confluence_retry),
         default_spaces=settings.confluence_spaces,
+        # per-user: every page is indexed, restricted ones too; each answer uses only what its audience may read.
+        all_users_group=settings.confluence_all_users_group if settings.per_user_permissions else None,
         options=SyncOptions(
-            include_restricted=settings.confluence_include_restricted,
+            include_restricted=settings.confluence_include_restricted or settings.per_user_permissions,
             max_delete_fraction=settings.sync_max_delete_fraction,
             concurrency=settings.confluence_max_concurrency,
             include_attachments=settings.confluence_include_attachments,
@@ -134,7 +143,8 @@ async def build_services(
             return nullcontext(shared)
 
         freshness = FreshnessChecker(source_factory=shared_source, runner=runner)
-    services = Services(settings, database, embedder, chat, engine, runner, metrics, freshness)
+    identity = Identity(database.pool, per_user=settings.per_user_permissions)
+    services = Services(settings, database, embedder, chat, engine, runner, metrics, identity, freshness)
     try:
         yield services
     finally:

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     confluence_attachment_types: CommaList = Field(
         default_factory=lambda: ["pdf", "docx", "pptx", "xlsx", "csv", "md", "txt"]
     )
+    # Issue 15, README "Who sees what": public answers everyone from pages without read restrictions;
+    # per-user indexes every page and answers each audience only from pages it may read.
+    confluence_permissions: Literal["public", "per-user"] = "public"
+    confluence_all_users_group: str = "confluence-users"
+    permissions_sync_minutes: float = Field(default=60, gt=0)
 
     slack_bot_token: SecretStr | None = None
     slack_app_token: SecretStr | None = None
@@ -63,6 +68,8 @@ class Settings(BaseSettings):
     slack_ops_channel: str | None = None
     slack_admin_users: CommaList = Field(default_factory=list)
     slack_channel_spaces: CommaList = Field(default_factory=list)
+    slack_allow_guests: bool = False  # single- and multi-channel guests (users.info is_restricted / _ultra_)
+    slack_allow_external: bool = False  # Slack Connect: people of another workspace in a shared channel
 
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
@@ -70,6 +77,8 @@ class Settings(BaseSettings):
     embedding_model: str | None = None
     llm_provider: Literal["openai", "none"] | None = None
     llm_model: str = "gpt-4o-mini"
+    # Let the chat model write a wiki-style passage to search with (one more model call per question).
+    llm_query_rewrite: bool = False
 
     sync_interval_hours: float = Field(default=24, gt=0)
     sync_max_delete_fraction: float = Field(default=0.5, ge=0, le=1)
@@ -124,14 +133,28 @@ class Settings(BaseSettings):
 
     @property
     def channel_spaces(self) -> dict[str, list[str]]:
-        """`SLACK_CHANNEL_SPACES=C123:ENG+OPS,C456:HR` → {"C123": ["ENG", "OPS"], "C456": ["HR"]}."""
+        """`SLACK_CHANNEL_SPACES=C123:ENG+OPS,C456:HR!` → {"C123": ["ENG", "OPS"], "C456": ["HR"]}.
+
+        A trailing `!` locks the entry (`locked_channels`): `in:SPACE` can't widen it there."""
         mapping: dict[str, list[str]] = {}
         for item in self.slack_channel_spaces:
             channel, _, spaces = item.partition(":")
-            keys = [key.strip() for key in spaces.split("+") if key.strip()]
+            keys = [key.strip() for key in spaces.strip().removesuffix("!").split("+") if key.strip()]
             if channel.strip() and keys:
                 mapping[channel.strip()] = keys
         return mapping
+
+    @property
+    def locked_channels(self) -> frozenset[str]:
+        """Channels whose SLACK_CHANNEL_SPACES entry ends in `!`: answers there use only the mapped spaces."""
+        return frozenset(
+            item.partition(":")[0].strip() for item in self.slack_channel_spaces
+            if item.strip().endswith("!") and item.partition(":")[0].strip()
+        )
+
+    @property
+    def per_user_permissions(self) -> bool:
+        return self.confluence_permissions == "per-user"
 
     @property
     def confluence_configured(self) -> bool:

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from db.embedded import EmbeddedPostgres
-from db.errors import DatabaseError
-from db.migrate import apply_migrations, bind_embedding_model
+from db.errors import DatabaseError, EmbeddingModelMismatch
+from db.migrate import apply_migrations, bind_embedding_model, reset_embeddings
 from db.pool import open_pool
 
 logger = logging.getLogger(__name__)
@@ -46,8 +46,14 @@ async def open_database(
     embedding_model: str | None = None,
     embedding_dimension: int | None = None,
     max_connections: int = 10,
+    reembed_on_model_change: bool = False,
 ) -> Database:
-    """Start/attach the embedded server when `dsn` is None, migrate, bind the model, open the pool."""
+    """Start/attach the embedded server when `dsn` is None, migrate, bind the model, open the pool.
+
+    A knowledge base built with another embedding model is an error, unless `reembed_on_model_change`: then
+    its embeddings are dropped (pages stay, their checksums cleared) and the next sync embeds every page with
+    the configured model. Vectors of two models are never mixed.
+    """
     embedded = None
     if dsn is None:
         embedded = EmbeddedPostgres(data_dir)
@@ -68,7 +74,18 @@ async def open_database(
     try:
         await apply_migrations(conn)
         if embedding_model is not None and embedding_dimension is not None:
-            await bind_embedding_model(conn, model=embedding_model, dimension=embedding_dimension)
+            try:
+                await bind_embedding_model(conn, model=embedding_model, dimension=embedding_dimension)
+            except EmbeddingModelMismatch as changed:
+                if not reembed_on_model_change:
+                    raise
+                removed = await reset_embeddings(conn)
+                await bind_embedding_model(conn, model=embedding_model, dimension=embedding_dimension)
+                logger.warning(
+                    "the knowledge base was built with %s (%d dimensions); EMBEDDING_MODEL is %s: dropped %d "
+                    "chunks, the next sync re-embeds every page", changed.stored_model, changed.stored_dimension,
+                    embedding_model, removed,
+                )
     except BaseException:
         await conn.close()
         if embedded is not None:

@@ -110,3 +110,11 @@ class SyncRun:
     finished_at: datetime | None
     counters: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who will see an answer when CONFLUENCE_PERMISSIONS=per-user: one Confluence account (its own access),
+    or `account_id=None`, everyone in the organisation (only pages every member may read)."""
+
+    account_id: str | None = None

@@ -16,6 +16,10 @@ ON CONFLICT (space_key) DO UPDATE
 """
 MARK_SPACE_SYNCED = "UPDATE spaces SET last_synced_at = now() WHERE space_key = $1"
 
+PAGES_AWAITING_EMBEDDINGS = """
+SELECT count(*) FROM pages WHERE checksum = ''
+"""
+
 KNOWN_VERSIONS = """
 SELECT page_id, version, checksum, status, comments_fingerprint, includes, content_type
   FROM pages WHERE space_key = $1
@@ -182,3 +186,7 @@ async def delete_attachments(conn: asyncpg.Connection, attachment_ids: Sequence[
     result = await conn.execute(DELETE_ATTACHMENTS, list(attachment_ids))
     return int(result.split()[-1])
 
+
+async def pages_awaiting_embeddings(conn: asyncpg.Connection) -> int:
+    """Pages whose embeddings were dropped for another embedding model (db.migrate.reset_embeddings)."""
+    return int(await conn.fetchval(PAGES_AWAITING_EMBEDDINGS))

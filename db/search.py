@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from db.models import SearchHit
+from db.models import Audience, SearchHit
 
 # ef_search (pgvector's default is 40): recall@10 at 100k chunks was 0.901 / 0.949 / 0.974 at 40 / 100 / 200,
 # with a top-10 p95 of 2.5 / 3.5 / 5.1 ms (bench/search.py). 200 meets recall ≥ 0.95 for ~2 ms.
@@ -22,10 +22,26 @@ SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan',
 """
 
 HYBRID_CANDIDATES = """
-WITH vector_leg AS MATERIALIZED (
+WITH audience AS MATERIALIZED (
+    -- Issue 15 ($7 true: CONFLUENCE_PERMISSIONS=per-user): the asker's principals, or ($8 NULL) everyone's.
+    SELECT ARRAY['user:' || $8::text] || coalesce(array_agg('group:' || m.group_id), '{}') AS principals
+      FROM (SELECT 1) AS one LEFT JOIN group_members m ON m.account_id = $8::text
+), readable AS MATERIALIZED (
+    -- Pages the audience may read: permissions read (fail closed), and either org-wide for everyone, or the
+    -- space readable by one of the asker's principals and each restriction (page, ancestors) naming one too.
+    SELECT a.page_id
+      FROM page_access a JOIN pages p USING (page_id) JOIN space_access s USING (space_key), audience
+     WHERE $7::boolean AND a.readable
+       AND CASE WHEN $8::text IS NULL THEN a.org_wide
+                ELSE s.principals && audience.principals
+                     AND NOT EXISTS (SELECT 1 FROM page_restrictions r
+                                      WHERE r.page_id = a.page_id AND NOT r.principals && audience.principals)
+           END
+), vector_leg AS MATERIALIZED (
     SELECT id, embedding <=> $1 AS distance
       FROM chunks
-     WHERE $2::text[] IS NULL OR space_key = ANY($2::text[])
+     WHERE ($2::text[] IS NULL OR space_key = ANY($2::text[]))
+       AND (NOT $7::boolean OR page_id IN (SELECT page_id FROM readable))
      ORDER BY embedding <=> $1
      LIMIT $3
 ), vector_ranked AS (
@@ -41,6 +57,7 @@ WITH vector_leg AS MATERIALIZED (
     SELECT id, row_number() OVER (ORDER BY ts_rank_cd(tsv, query) DESC, id) AS keyword_rank
       FROM chunks, keyword_terms
      WHERE query IS NOT NULL AND tsv @@ query AND ($2::text[] IS NULL OR space_key = ANY($2::text[]))
+       AND (NOT $7::boolean OR page_id IN (SELECT page_id FROM readable))
      ORDER BY ts_rank_cd(tsv, query) DESC, id
      LIMIT $3
 ), candidates AS (
@@ -98,15 +115,19 @@ async def hybrid_candidates(
     spaces: Sequence[str] | None = None,
     limit: int = 40,
     ef_search: int = EF_SEARCH,
+    audience: Audience | None = None,
 ) -> list[SearchHit]:
     """Up to `limit` chunks from each leg, scored by their cosine similarity (ranking fuses the legs later).
 
-    `keyword_query` holds the question's words ('' skips the leg); only its distinctive lexemes reach it."""
+    `keyword_query` holds the question's words ('' skips the leg); only its distinctive lexemes reach it.
+    `audience` (CONFLUENCE_PERMISSIONS=per-user) keeps both legs to pages it may read, before any ranking;
+    None searches every indexed page (public mode)."""
     async with conn.transaction():
         await conn.execute(SET_SEARCH_PARAMETERS, str(max(ef_search, limit)))
         rows = await conn.fetch(
             HYBRID_CANDIDATES, embedding, list(spaces) if spaces else None, limit, keyword_query,
-            DISTINCTIVE_MIN_CHUNKS, DISTINCTIVE_MAX_SHARE,
+            DISTINCTIVE_MIN_CHUNKS, DISTINCTIVE_MAX_SHARE, audience is not None,
+            audience.account_id if audience is not None else None,
         )
     return [
         SearchHit(

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from db import pages, search
+from db import access, pages, search
 from db.models import AttachmentRecord, AttachmentVersion, PageRecord, PageVersion, StoredChunk
 
 
@@ -75,3 +75,28 @@ class SyncStore:
     async def delete_attachments(self, attachment_ids: Sequence[str]) -> int:
         async with self._pool.acquire() as conn:
             return await pages.delete_attachments(conn, attachment_ids)
+
+
+class AccessStore:
+    """The permission refresh's door to the database (ingest.permissions.PermissionStore)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def indexed_pages(self, space_key: str) -> list[str]:
+        async with self._pool.acquire() as conn:
+            return await access.indexed_pages(conn, space_key)
+
+    async def save_space_access(
+        self, space_key: str, principals: frozenset[str], *, org_wide: bool, pages: Sequence[Any],
+    ) -> None:
+        """One transaction per space: answers see the old access or the new, never a mix."""
+        rows = [(p.page_id, p.readable, p.org_wide, p.error, p.restrictions) for p in pages]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await access.save_space_access(conn, space_key, principals, org_wide=org_wide, pages=rows)
+
+    async def save_directory(
+        self, groups: dict[str, str], members: dict[str, list[str]], emails: dict[str, str | None],
+    ) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await access.save_directory(conn, groups, members, emails)

@@ -32,9 +32,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 from yarl import URL
 
-from ingest.confluence_content import ContentApi, parse_when
+from ingest.confluence_content import parse_when
 from ingest.errors import ConfluenceAuthError, ConfluenceError, ListingIncomplete, PageForbidden, safe_url
 from ingest.models import Page, PageRef, Space
+from ingest.permissions import PermissionApi
 from ingest.ratelimit import RateLimitGate
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[i : i + size]
 
 
-class ConfluenceClient(ContentApi):
+class ConfluenceClient(PermissionApi):
     """Async Confluence REST client for one site, Cloud (email + API token) or Data Center (PAT).
 
     Credentials arrive as plain str (the caller unwraps SecretStr) and only ever go into the auth header.
@@ -471,6 +472,8 @@ class ConfluenceClient(ContentApi):
             raise ConfluenceError(
                 None, shown, f"HTTP {resp.status} body was not valid JSON ({len(raw)} bytes)"
             ) from None
+        if isinstance(data, list):  # a few v1 answers are bare arrays (`/user/email/bulk`)
+            data = {"results": data}
         if not isinstance(data, dict):
             raise ConfluenceError(None, shown, f"HTTP {resp.status} body was JSON but not an object")
         return data, links

@@ -60,16 +60,20 @@ def _dsn_for(server: EmbeddedPostgres, name: str) -> str:
     return f"{base.rsplit('/', 1)[0]}/{name}?{query}"
 
 
-@pytest.fixture
-async def database_dsn(pg_server: EmbeddedPostgres) -> str:
-    """A fresh database cloned from the migrated template (not yet bound to an embedding model)."""
-    name = f"test_{os.getpid()}_{next(_database_numbers)}"
-    admin = await asyncpg.connect(pg_server.admin_dsn())
+async def clone_template(server: EmbeddedPostgres, name: str) -> str:
+    """A new database `name` cloned from the migrated template; returns its DSN (for module-scoped stacks)."""
+    admin = await asyncpg.connect(server.admin_dsn())
     try:
         await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
     finally:
         await admin.close()
-    return _dsn_for(pg_server, name)
+    return _dsn_for(server, name)
+
+
+@pytest.fixture
+async def database_dsn(pg_server: EmbeddedPostgres) -> str:
+    """A fresh database cloned from the migrated template (not yet bound to an embedding model)."""
+    return await clone_template(pg_server, f"test_{os.getpid()}_{next(_database_numbers)}")
 
 
 @pytest.fixture

@@ -187,3 +187,17 @@ async def test_keyword_leg_keeps_only_distinctive_words(services, confluence) ->
         candidates = await search.hybrid_candidates(conn, embedding, "team or wireguard", limit=40)
     keyword_hits = [c for c in candidates if c.keyword_rank is not None]
     assert keyword_hits and all("wireguard" in c.content.lower() for c in keyword_hits)
+
+
+async def test_with_query_rewriting_the_model_writes_a_passage_to_search_with(make_settings, confluence,
+                                                                              openai_emulator) -> None:
+    async with build_services(make_settings(llm_provider="openai", llm_query_rewrite=True)) as rewriting:
+        await synced(rewriting, confluence)
+        answer = await rewriting.engine.answer("When is the staging database rebuilt?")
+        assert not answer.refused and any(s.title == "Staging Environment" for s in answer.sources)
+        prompts_seen = [" ".join(" ".join(m["content"] for m in openai_emulator.chat_messages(i)).split())
+                        for i in (-2, -1)]
+        assert "only used to search the wiki" in prompts_seen[0] and "<source" in prompts_seen[1]
+        # The subject check reads the question, not the model's passage.
+        refused = await rewriting.engine.answer("How do I rebuild the staging database with Terraform?")
+        assert refused.refused

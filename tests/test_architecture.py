@@ -25,7 +25,7 @@ def test_only_settings_reads_the_environment() -> None:
 
 def test_pure_modules_import_without_loading_an_sdk() -> None:
     pure = ["bot.answering.prompts", "bot.answering.citations", "bot.answering.ranking",
-            "bot.answering.extractive", "bot.slack.blocks", "bot.slack.mrkdwn"]
+            "bot.answering.extractive", "bot.slack.blocks", "bot.slack.ops_blocks", "bot.slack.mrkdwn"]
     probe = (f"import sys; import {', '.join(pure)}; "
              "print(sorted(m for m in ('openai', 'slack_sdk', 'slack_bolt', 'asyncpg', 'aiohttp', 'torch') "
              "if m in sys.modules))")

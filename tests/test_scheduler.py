@@ -46,7 +46,7 @@ def succeeded_at(moment: datetime) -> SyncRun:
 def test_first_run_is_now_only_when_the_base_is_empty_or_stale(
     pages: int, last_success: SyncRun | None, expected: datetime
 ) -> None:
-    assert first_run_at(now=NOW, interval=DAY, pages=pages, last_success=last_success) == expected
+    assert first_run_at(now=NOW, interval=DAY, chunks=pages, last_success=last_success) == expected
 
 
 @asynccontextmanager
@@ -150,3 +150,25 @@ async def test_a_weekly_job_shares_the_scheduler_and_is_coalesced(services) -> N
     assert "day_of_week='mon'" in str(job.trigger) and "hour='9'" in str(job.trigger)
     await job.func()
     assert ran == [True]
+
+
+async def test_permission_refresh_job_rereads_permissions_without_content(make_settings, confluence) -> None:  # type: ignore[no-untyped-def]
+    from bot.services import build_services
+    from tests.conftest import FAST_RETRY
+
+    add_samples(confluence)
+    settings = make_settings(confluence_permissions="per-user", permissions_sync_minutes=15)
+    async with build_services(settings, confluence_retry=FAST_RETRY) as services:
+        await services.sync.run(trigger="cli")
+        scheduler = daily_scheduler(services)
+        scheduler.add_every(services.sync.refresh_permissions, name="permission refresh",
+                            minutes=settings.permissions_sync_minutes)
+        job = scheduler._scheduler.get_job("permission refresh")
+        assert job is not None and job.coalesce and job.max_instances == 1
+        assert "0:15:00" in str(job.trigger)
+        confluence.reset_records()
+        await job.func()
+        assert confluence.bodies_served == 0 and confluence.count("/permissions") == 1
+        async with services.database.pool.acquire() as conn:
+            run = await conn.fetchrow("SELECT trigger, status FROM sync_runs ORDER BY id DESC LIMIT 1")
+        assert (run["trigger"], run["status"]) == ("permissions", "succeeded")

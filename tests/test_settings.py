@@ -92,3 +92,16 @@ def test_a_copy_of_env_example_loads(tmp_path: Path) -> None:
     settings = load_settings(env_file)
     assert settings.embedding_provider == "local" and settings.llm_provider == "none"
     assert settings.api_port == 8080 and settings.confluence_spaces == []
+
+
+def test_permissions_default_to_public_and_slack_refuses_guests_and_other_workspaces() -> None:
+    settings = load_settings(None)
+    assert settings.confluence_permissions == "public" and not settings.per_user_permissions
+    assert settings.confluence_all_users_group == "confluence-users" and settings.permissions_sync_minutes == 60
+    assert settings.slack_allow_guests is False and settings.slack_allow_external is False
+
+
+def test_channel_spaces_entries_ending_in_bang_are_locked() -> None:
+    settings = load_settings(None, slack_channel_spaces="C1:ENG+OPS, C2:HR!")
+    assert settings.channel_spaces == {"C1": ["ENG", "OPS"], "C2": ["HR"]}
+    assert settings.locked_channels == frozenset({"C2"})

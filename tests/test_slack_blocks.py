@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from bot.answering.models import Answer, Source, Turn
 from bot.operations.status import KnowledgeBaseStatus, SpaceStatus
 from bot.operations.sync_runner import RunOutcome
-from bot.slack import blocks
+from bot.slack import blocks, ops_blocks
 from bot.slack.alerts import needs_alert
 from bot.slack.mrkdwn import (
     ZWJ,
@@ -279,7 +279,7 @@ def test_thread_becomes_history_without_placeholders_or_other_bots() -> None:
     ]
     _, has_bot = blocks.thread_turns(messages[3:], before_ts="200.0", bot_user_id="UBOT", bot_id="BBOT")
     assert not has_bot
-    sync_report = {"ts": "100.0", "user": "UBOT", "bot_id": "BBOT", **blocks.sync_started("U1", ["ENG"], 3)}
+    sync_report = {"ts": "100.0", "user": "UBOT", "bot_id": "BBOT", **ops_blocks.sync_started("U1", ["ENG"], 3)}
     _, has_bot = blocks.thread_turns([sync_report], before_ts="200.0", bot_user_id="UBOT", bot_id="BBOT")
     assert not has_bot  # replies under a /docsync report are people talking among themselves
 
@@ -307,7 +307,7 @@ def test_only_runs_with_failures_alert(run: RunOutcome, alert: bool) -> None:
 
 
 def test_ops_alert_lists_at_most_ten_failing_pages_with_links_and_short_errors() -> None:
-    message = blocks.ops_alert(outcome("partial", failures=14), lambda page_id: f"https://wiki/p?id={page_id}")
+    message = ops_blocks.ops_alert(outcome("partial", failures=14), lambda page_id: f"https://wiki/p?id={page_id}")
     assert block_errors(message["blocks"]) == []
     text = json.dumps(message["blocks"], ensure_ascii=False)
     assert text.count("https://wiki/p?id=") == 10 and "and 4 more" in text
@@ -316,7 +316,7 @@ def test_ops_alert_lists_at_most_ten_failing_pages_with_links_and_short_errors()
 
 
 def test_sync_summary_reports_counters_and_time() -> None:
-    message = blocks.sync_summary("UADMIN", outcome("partial", failures=1))
+    message = ops_blocks.sync_summary("UADMIN", outcome("partial", failures=1))
     assert message["text"].startswith(":warning: Sync #7 partial in 3.2s (started by <@UADMIN>) for ENG")
     assert "2 added" in message["text"] and "1 failed" in message["text"]
     assert block_errors(message["blocks"]) == []
@@ -330,7 +330,7 @@ def test_home_view_shows_status_and_how_to_ask() -> None:
         running_sync=None, last_success=None, questions_answered=3,
         next_sync_at=datetime(2025, 1, 3, tzinfo=UTC),
     )
-    view = blocks.home_view(status)
+    view = ops_blocks.home_view(status)
     text = json.dumps(view)
     assert view["type"] == "home" and block_errors(view["blocks"], max_blocks=100) == []
     assert "13 pages, 85 chunks in 2 spaces" in text and "1 page, 5 chunks" in text

@@ -6,6 +6,8 @@ import asyncpg
 import pytest
 
 from bot.operations.sync_runner import AlreadyRunning, RunOutcome
+from bot.services import build_services
+from db.errors import EmbeddingModelMismatch
 from tests.wiki import add_samples, add_team_pages, sample
 
 
@@ -222,3 +224,28 @@ async def test_a_page_under_a_restricted_parent_stays_out(confluence, services) 
     assert await chunk_texts(services, child) == []
     answer = await services.engine.answer("When does the platform team merge into infra?")
     assert child not in {s.page_id for s in answer.sources + answer.closest}
+
+
+async def test_a_new_embedding_model_re_embeds_every_page_at_the_next_sync_and_says_so(
+    make_settings, confluence, services,  # type: ignore[no-untyped-def]
+) -> None:
+    add_samples(confluence)
+    first = await services.sync.run(spaces=["ENG"], trigger="cli")
+    assert first.status == "succeeded" and first.report.chunks_embedded > 0
+    changed = make_settings(embedding_model="emulator-embedding-v2")
+    # Answering with another model's vectors would mix two vector spaces: a plain start refuses.
+    with pytest.raises(EmbeddingModelMismatch):
+        async with build_services(changed):
+            pass
+    async with build_services(changed, reembed_on_model_change=True) as rebuilt:
+        async with rebuilt.database.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM chunks") == 0
+            assert await conn.fetchval("SELECT model FROM embedding_config") == "emulator-embedding-v2"
+        outcome = await rebuilt.sync.run(spaces=["ENG"], trigger="cli")
+        assert outcome.status == "succeeded"
+        assert outcome.report.chunks_embedded == first.report.chunks_embedded
+        assert any("re-embedding" in w and "emulator-embedding-v2" in w for w in outcome.report.warnings)
+        answer = await rebuilt.engine.answer("When is the staging database rebuilt?")
+        assert not answer.refused and answer.sources
+        again = await rebuilt.sync.run(spaces=["ENG"], trigger="cli")
+        assert again.report.chunks_embedded == 0 and not any("re-embedding" in w for w in again.report.warnings)

@@ -29,7 +29,7 @@ from bot.answering.models import MAX_QUESTION_CHARS, Answer, AskContext, Questio
 from bot.answering.ranking import RankingPolicy, keyword_query, rank
 from db import activity, search
 from db.activity import QueryLogEntry
-from db.models import SearchHit
+from db.models import Audience, SearchHit
 from ingest.embedders import Embedder
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class AnswerEngine:
         evidence: EvidencePolicy = EvidencePolicy(),
         candidates_per_leg: int = 40,
         observer: AnswerObserver | None = None,
+        rewrite_queries: bool = False,
     ) -> None:
         self._pool = pool
         self._embedder = embedder
@@ -78,23 +79,48 @@ class AnswerEngine:
         self._evidence = evidence
         self._candidates_per_leg = candidates_per_leg
         self._observer = observer
+        self._rewrite_queries = rewrite_queries and chat is not None
 
     @property
     def mode(self) -> str:
         return "llm" if self._chat is not None else "extractive"
 
-    async def retrieve(self, question: str, *, spaces: Sequence[str] | None = None) -> Retrieved:
-        """Ranked hits, and the question's subjects the knowledge base doesn't know (one round trip each)."""
-        [embedding] = await self._embedder.embed([question])
+    async def retrieve(
+        self, question: str, *, spaces: Sequence[str] | None = None, audience: Audience | None = None,
+        search_text: str | None = None,
+    ) -> Retrieved:
+        """Ranked hits, and the question's subjects the knowledge base doesn't know (one round trip each).
+
+        `audience` (per-user permissions, issue 15): only pages it may read are searched; None: all pages.
+        `search_text` (the question plus a model-written passage) replaces the question for both search legs;
+        the subject check always reads the question itself, since a model may name products it imagined."""
+        query = search_text or question
+        [embedding] = await self._embedder.embed([query])
         subjects = question_subjects(question)
         async with self._pool.acquire() as conn:
             candidates = await search.hybrid_candidates(
-                conn, embedding, keyword_query(question), spaces=spaces, limit=self._candidates_per_leg
+                conn, embedding, keyword_query(query), spaces=spaces, limit=self._candidates_per_leg,
+                audience=audience,
             )
             counts = await search.subject_chunk_counts(conn, [(s.text, s.exact) for s in subjects])
         hits = rank(candidates, policy=self._ranking, now=datetime.now(UTC))
         unknown = unknown_subjects(subjects, counts, hits, max_chunks=self._evidence.rare_subject_max_chunks)
         return Retrieved(hits, unknown)
+
+    async def search_text(self, question: str) -> str | None:
+        """With `rewrite_queries`: the question followed by a passage the model writes the way a wiki page
+        would answer it, so the vector leg compares page-like text with pages (HyDE). None without a model,
+        when the model declines, or when it fails: retrieval then uses the question alone."""
+        if not self._rewrite_queries or self._chat is None:
+            return None
+        try:
+            passage = (await self._chat.complete(prompts.build_search_messages(question), max_tokens=120)).strip()
+        except ChatModelError as error:
+            logger.warning("could not write a search passage with the model: %s", error)
+            return None
+        if not passage or prompts.is_refusal(passage):
+            return None
+        return f"{question}\n{passage[:1000]}"
 
     async def standalone(self, question: str, history: Sequence[Turn]) -> str:
         if not history:
@@ -116,11 +142,13 @@ class AnswerEngine:
         spaces: Sequence[str] | None = None,
         context: AskContext = AskContext(),
         on_delta: DeltaCallback | None = None,
+        audience: Audience | None = None,
     ) -> Answer:
         started = time.monotonic()
         text, truncated = prepare_question(question)
         standalone = await self.standalone(text, history)
-        retrieved = await self.retrieve(standalone, spaces=spaces)
+        retrieved = await self.retrieve(standalone, spaces=spaces, audience=audience,
+                                        search_text=await self.search_text(standalone))
         hits = retrieved.hits
         best = top_similarity(hits)
         note: str | None = None

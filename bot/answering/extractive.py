@@ -56,8 +56,10 @@ def _is_prose(sentence: str) -> bool:
 
 
 def score_sentence(sentence: str, terms: set[str]) -> float:
-    words = {_stem(w.lower()) for w in _WORD.findall(sentence)}
-    hits = sum(1 for t in terms if t in words)
+    lowered = [w.lower() for w in _WORD.findall(sentence)]
+    words = {_stem(w) for w in lowered}
+    # A long question word also counts inside a compound ("vacuum" in "autovacuum", "replica" in "replication").
+    hits = sum(1 for t in terms if t in words or (len(t) >= 5 and any(t in w for w in lowered)))
     if hits == 0:
         return 0.0
     # Prefer sentences dense in question words; very short fragments ("Note:") carry little.

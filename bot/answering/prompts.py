@@ -23,6 +23,10 @@ Cite every statement with the number of the source it comes from, like [1] or [2
 did not use. Be concise: a few sentences or a short list; keep commands and code in code blocks.
 If the sources do not answer the question, reply exactly: {REFUSAL}"""
 
+SEARCH_PROMPT = """Write two or three sentences the way a page of a company wiki would state the answer to the
+question below, using the terms such a page would use (commands, settings, product names). It is only used to
+search the wiki: do not hedge, do not cite, do not add anything else."""
+
 CONDENSE_PROMPT = """Rewrite the follow-up as a standalone question, using the conversation for context.
 Reply with the question only."""
 
@@ -47,6 +51,10 @@ def format_sources(hits: Sequence[SearchHit]) -> str:
 def build_answer_messages(question: str, hits: Sequence[SearchHit]) -> list[ChatMessage]:
     user = f"Sources:\n\n{format_sources(hits)}\n\nQuestion: {question}"
     return [ChatMessage("system", SYSTEM_PROMPT), ChatMessage("user", user)]
+
+
+def build_search_messages(question: str) -> list[ChatMessage]:
+    return [ChatMessage("system", SEARCH_PROMPT), ChatMessage("user", f"Question: {question}")]
 
 
 def build_condense_messages(question: str, history: Sequence[Turn]) -> list[ChatMessage]:

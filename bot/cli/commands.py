@@ -37,7 +37,7 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from bot.services import confluence_factory
 
     confluence_factory(settings)  # fail fast on missing Confluence settings, before loading any model
-    async with build_services(settings) as services:
+    async with build_services(settings, reembed_on_model_change=True) as services:
         outcome = await services.sync.run(
             spaces=spaces, force=args.force, trigger="cli", requested_by="cli", progress=ProgressBar()
         )
@@ -56,11 +56,16 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if outcome.status == "succeeded" else EXIT_PARTIAL
 
 
-async def ask_once(settings: Settings, question: str, spaces: list[str], *, as_json: bool) -> int:
+async def ask_once(
+    settings: Settings, question: str, spaces: list[str], *, as_json: bool, as_user: str | None = None,
+) -> int:
     async with build_services(settings) as services:
+        # per-user permissions: the pages `as_user` (an email) may read; without it, organisation-wide ones.
+        audience = await services.identity.for_email(as_user)
 
         async def ask() -> Answer:
-            return await services.engine.answer(question, spaces=spaces or None, context=AskContext(surface="cli"))
+            return await services.engine.answer(question, spaces=spaces or None, context=AskContext(surface="cli"),
+                                                audience=audience)
 
         try:
             answer = await ask()
@@ -77,7 +82,7 @@ async def ask_once(settings: Settings, question: str, spaces: list[str], *, as_j
 
 
 async def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    return await ask_once(settings, args.question, args.space, as_json=args.json)
+    return await ask_once(settings, args.question, args.space, as_json=args.json, as_user=args.as_user)
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:

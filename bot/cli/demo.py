@@ -46,7 +46,7 @@ async def run_demo(settings: Settings, *, question: str | None, serve: bool) -> 
         })
         print(f"Embedding model: {settings.resolved_embedding_model} ({settings.embedding_provider}); "
               f"answers: {'LLM ' + settings.llm_model if settings.llm_provider == 'openai' else 'extractive'}")
-        async with build_services(demo_settings) as services:
+        async with build_services(demo_settings, reembed_on_model_change=True) as services:
             print("Syncing (the first run embeds every chunk; later runs only what changed)…")
             outcome = await services.sync.run(spaces=[DEMO_SPACE], trigger="cli", requested_by="demo",
                                               progress=ProgressBar(sys.stdout))

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question", help="the question, in quotes")
     ask.add_argument("--space", action="append", default=[], metavar="KEY", help="only search this space")
     ask.add_argument("--json", action="store_true", help="print the answer and sources as JSON")
+    ask.add_argument("--as-user", default=None, metavar="EMAIL",
+                     help="CONFLUENCE_PERMISSIONS=per-user: answer from the pages this person may read "
+                          "(default: organisation-wide pages only)")
 
     status = commands.add_parser("status", help="show what the knowledge base holds")
     status.add_argument("--json", action="store_true", help="print as JSON")

@@ -29,8 +29,22 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
     lines += [f"  space {key}: {why}" for key, why in outcome.failed_spaces.items()]
     lines += [f"  warning: {w}" for w in r.warnings]
     lines += [f"  failed: {f.title or f.page_id} ({f.page_id}): {f.error}" for f in r.failures[:20]]
+    lines += permission_lines(outcome)
     if outcome.error:
         lines.append(f"  error: {outcome.error}")
+    return lines
+
+
+def permission_lines(outcome: RunOutcome) -> list[str]:
+    """CONFLUENCE_PERMISSIONS=per-user: what the permission refresh found, and the pages used for nobody."""
+    p = outcome.permissions
+    if p is None:
+        return []
+    lines = [f"  permissions: {p.pages_checked} pages checked, {p.restricted_pages} restricted, "
+             f"{p.org_wide_pages} organisation-wide, {len(p.unreadable)} used by nobody; "
+             f"{p.groups} groups, {p.accounts} accounts"]
+    lines += [f"  used by nobody until its permissions can be read: page {page_id}: {why}"
+              for page_id, why in list(p.unreadable.items())[:20]]
     return lines
 
 

@@ -29,6 +29,8 @@ from urllib.parse import quote_plus, urlencode
 
 from aiohttp import web
 
+from bot.demo.confluence_permissions import ALL_USERS, PermissionState
+
 JSON = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -94,6 +96,7 @@ class EmulatedUser:
     display_name: str
     username: str
     user_key: str
+    email: str = ""
 
 
 @dataclass
@@ -143,7 +146,7 @@ def _limit(request: web.Request, default: int, cap: int) -> int:
         return default
 
 
-class SampleConfluence:
+class SampleConfluence(PermissionState):
     """A Confluence site in memory: edit its state, read what was asked."""
 
     def __init__(
@@ -170,6 +173,7 @@ class SampleConfluence:
         self.attachment_downloads = 0
         self._next_id = 65537
         self._runner: web.AppRunner | None = None
+        self._init_permissions()
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -194,6 +198,7 @@ class SampleConfluence:
             app.router.add_get(prefix + "/rest/api/user", self._v1_user)
         app.router.add_get("/_edge/tenant_info", self._tenant_info)
         for prefix in ("/wiki", gateway):
+            self.add_permission_routes(app, prefix)
             v2 = prefix + "/api/v2"
             app.router.add_get(v2 + "/spaces", self._v2_spaces)
             app.router.add_get(v2 + "/spaces/{space_id}/pages", self._v2_space_pages)
@@ -287,11 +292,15 @@ class SampleConfluence:
         self.pages[new_id].kind = "blogpost"
         return new_id
 
-    def add_user(self, account_id: str, display_name: str, *, username: str = "", user_key: str = "") -> None:
+    def add_user(
+        self, account_id: str, display_name: str, *, username: str = "", user_key: str = "", email: str = "",
+    ) -> None:
+        """A user (a member of the all-users group, as every licensed Cloud user is)."""
         self.users[account_id] = EmulatedUser(
             account_id, display_name, username or display_name.lower().replace(" ", "."),
-            user_key or f"8a7f808a{len(self.users):08x}",
+            user_key or f"8a7f808a{len(self.users):08x}", email,
         )
+        self.add_member(ALL_USERS, account_id)
 
     def add_comment(
         self, page_id: str, body: str, *, author_id: str = _OWNER["accountId"], inline: bool = False,
@@ -542,12 +551,10 @@ class SampleConfluence:
             item["_links"].update({"base": base, "context": context})
         return item
 
-    @staticmethod
-    def _read_restrictions(page: EmulatedPage) -> JSON:
-        users = [_OWNER] if page.restricted else []
-        return {"read": {"operation": "read", "restrictions": {
-            "user": {"results": users, "start": 0, "limit": 200, "size": len(users)},
-            "group": {"results": [], "start": 0, "limit": 200, "size": 0}}}}
+    def _read_restrictions(self, page: EmulatedPage) -> JSON:
+        """`restricted` pages name their owner; `restrict_page` sets any users and groups (no new version)."""
+        return {"read": {"operation": "read", "restrictions": self.restriction_json(
+            page.page_id, _OWNER if page.restricted else None)}}
 
     def _v1_list(self, request: web.Request, pages: list[EmulatedPage], *, listing: bool) -> web.Response:
         """One `start`/`limit` page (Cloud search also hands out a cursor) with `_links.next`."""
@@ -624,6 +631,7 @@ class SampleConfluence:
             and (query.type is None or query.type == p.kind)
             and (query.modified_from is None or p.modified >= query.modified_from)
             and (query.ids is None or p.page_id in query.ids)
+            and p.page_id not in self.hidden_from_search
         ]
         return self._v1_list(request, pages, listing=False)
 

@@ -120,8 +120,9 @@ class ApiHandlers:
             self._count_error("bad_request")
             raise
         try:
+            audience = await self._services.identity.for_email(asked.as_user)
             answer = await self._services.engine.answer(
-                asked.question, spaces=asked.spaces or None, context=AskContext(surface="api")
+                asked.question, spaces=asked.spaces or None, context=AskContext(surface="api"), audience=audience
             )
         except QuestionError as error:
             self._count_error("bad_request")
@@ -138,7 +139,8 @@ class ApiHandlers:
         if self._services.freshness is not None:
             answer = await self._services.freshness.fresh_answer(
                 answer, lambda: self._services.engine.answer(
-                    asked.question, spaces=asked.spaces or None, context=AskContext(surface="api")),
+                    asked.question, spaces=asked.spaces or None, context=AskContext(surface="api"),
+                    audience=audience),
                 wait_s=10.0,
             )
         return web.json_response(answer.to_json(), dumps=dumps)

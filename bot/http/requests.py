@@ -44,6 +44,9 @@ class QueryRequest(BaseModel):
 
     question: StrictStr
     spaces: list[SpaceKey] | None = Field(default=None, max_length=100)
+    # CONFLUENCE_PERMISSIONS=per-user: answer from the pages this person (an email) may read; without it,
+    # from organisation-wide pages only. Ignored in public mode.
+    as_user: StrictStr | None = Field(default=None, max_length=320)
 
     @field_validator("question")
     @classmethod

@@ -36,10 +36,11 @@ def misfire_grace_s(interval_hours: float) -> int:
 
 
 def first_run_at(
-    *, now: datetime, interval: timedelta, pages: int, last_success: SyncRun | None
+    *, now: datetime, interval: timedelta, chunks: int, last_success: SyncRun | None
 ) -> datetime:
-    """Now when the base is empty or the last successful sync is older than the interval; else when due."""
-    if pages == 0 or last_success is None:
+    """Now when the base is empty (no chunks: never synced, or emptied for another embedding model) or the
+    last successful sync is older than the interval; else when due."""
+    if chunks == 0 or last_success is None:
         return now
     last = last_success.finished_at or last_success.started_at
     return max(now, last + interval)
@@ -89,22 +90,23 @@ class SyncScheduler:
     def add_weekly(self, job: Callable[[], Awaitable[object]], *, name: str, day_of_week: str = "mon",
                    hour: int = 9) -> None:
         """Another job on the same scheduler, weekly at `hour`:00 UTC (e.g. the knowledge-gaps digest)."""
-        self._add_job(job, name=name, trigger=CronTrigger(day_of_week=day_of_week, hour=hour, timezone=UTC))
+        self._scheduler.add_job(
+            _logged(job, name), trigger=CronTrigger(day_of_week=day_of_week, hour=hour, timezone=UTC), id=name,
+            name=name, coalesce=True, max_instances=1, misfire_grace_time=3600, replace_existing=True,
+        )
 
     def add_daily(self, job: Callable[[], Awaitable[object]], *, name: str, hour: int = 3) -> None:
         """Another job on the same scheduler, daily at `hour`:00 UTC (e.g. query-log retention)."""
-        self._add_job(job, name=name, trigger=CronTrigger(hour=hour, timezone=UTC))
-
-    def _add_job(self, job: Callable[[], Awaitable[object]], *, name: str, trigger: CronTrigger) -> None:
-        async def run() -> None:
-            try:
-                await job()
-            except Exception:
-                logger.exception("%s failed", name)
-
         self._scheduler.add_job(
-            run, trigger=trigger, id=name, name=name,
+            _logged(job, name), trigger=CronTrigger(hour=hour, timezone=UTC), id=name, name=name,
             coalesce=True, max_instances=1, misfire_grace_time=3600, replace_existing=True,
+        )
+
+    def add_every(self, job: Callable[[], Awaitable[object]], *, name: str, minutes: float) -> None:
+        """Another job on the same scheduler, every `minutes` (e.g. the permission refresh, issue 15)."""
+        self._scheduler.add_job(
+            _logged(job, name), trigger=IntervalTrigger(minutes=minutes, timezone=UTC), id=name, name=name,
+            coalesce=True, max_instances=1, misfire_grace_time=max(1, int(minutes * 30)), replace_existing=True,
         )
 
     async def stop(self) -> None:
@@ -146,8 +148,20 @@ class SyncScheduler:
 
     async def _first_run_at(self) -> datetime:
         status = await read_status(self._pool)
-        return first_run_at(now=datetime.now(UTC), interval=self._interval, pages=status.pages,
+        return first_run_at(now=datetime.now(UTC), interval=self._interval, chunks=status.chunks,
                             last_success=status.last_success)
+
+
+def _logged(job: Callable[[], Awaitable[object]], name: str) -> Callable[[], Awaitable[None]]:
+    """The job, its failures logged rather than left to APScheduler's own reporting."""
+
+    async def run() -> None:
+        try:
+            await job()
+        except Exception:
+            logger.exception("%s failed", name)
+
+    return run
 
 
 def describe_holder(busy: AlreadyRunning) -> str:

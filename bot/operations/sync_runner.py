@@ -16,14 +16,15 @@ from typing import Any
 
 import asyncpg
 
-from db import runs
+from db import pages, runs
 from db.errors import DATABASE_UNREACHABLE
 from db.models import PageVersion, SyncRun
-from db.store import SyncStore
+from db.store import AccessStore, SyncStore
 from ingest.convert import Converter
 from ingest.embedders import Embedder
 from ingest.errors import ListingIncomplete, one_line
 from ingest.models import PageFailure, SyncReport
+from ingest.permissions import PermissionReport, refresh_permissions
 from ingest.sync import Progress, SourceFactory, SyncOptions, index_page, sync_space
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class RunOutcome:
     requested_by: str | None
     error: str | None = None
     failed_spaces: dict[str, str] = field(default_factory=dict)
+    # CONFLUENCE_PERMISSIONS=per-user: who may read what, re-read at the end of every run (issue 15).
+    permissions: PermissionReport | None = None
 
     def counters(self) -> dict[str, Any]:
         """The run's counters, without the failure count (callers list the failures themselves)."""
@@ -80,8 +83,11 @@ class SyncRunner:
         default_spaces: Sequence[str],
         options: SyncOptions = SyncOptions(),
         holder_wait_s: float = 2.0,
+        all_users_group: str | None = None,
     ) -> None:
+        """`all_users_group` set (CONFLUENCE_PERMISSIONS=per-user): each run ends by re-reading permissions."""
         self._pool = pool
+        self._all_users_group = all_users_group
         self._holder_wait_s = holder_wait_s
         self._store = SyncStore(pool)
         self._embedder = embedder
@@ -103,13 +109,16 @@ class SyncRunner:
         trigger: str,
         requested_by: str | None = None,
         progress: RunProgressCallback | None = None,
+        permissions_only: bool = False,
     ) -> StartedRun | AlreadyRunning:
-        """Take the lock and start a run in the background, or say who is running one."""
+        """Take the lock and start a run in the background, or say who is running one.
+
+        `permissions_only`: re-read who may read what, fetch no content (PERMISSIONS_SYNC_MINUTES)."""
         chosen = list(spaces) or self._default_spaces
         ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
             self._locked_run(chosen, force=force, trigger=trigger, requested_by=requested_by,
-                             progress=progress, ready=ready),
+                             progress=progress, ready=ready, permissions_only=permissions_only),
             name=f"askdocs-sync-{trigger}",
         )
         self._tasks.add(task)
@@ -136,6 +145,11 @@ class SyncRunner:
         if isinstance(started, AlreadyRunning):
             return started
         return await started.wait()
+
+    async def refresh_permissions(self) -> RunOutcome | AlreadyRunning:
+        """Re-read who may read what in the default spaces, fetching no content (PERMISSIONS_SYNC_MINUTES).
+        A sync already running re-reads them when it ends, so a refusal here loses nothing."""
+        return await self.run(trigger="permissions", permissions_only=True)
 
     async def refresh_pages(self, page_ids: Sequence[str]) -> list[str]:
         """Re-fetch and re-index a few pages now (answer-time freshness); returns the ids re-indexed.
@@ -182,7 +196,7 @@ class SyncRunner:
 
     async def _locked_run(
         self, spaces: list[str], *, force: bool, trigger: str, requested_by: str | None,
-        progress: RunProgressCallback | None, ready: asyncio.Future[int | None],
+        progress: RunProgressCallback | None, ready: asyncio.Future[int | None], permissions_only: bool = False,
     ) -> RunOutcome:
         try:
             async with runs.sync_lock(self._pool) as acquired:
@@ -195,7 +209,8 @@ class SyncRunner:
                     )
                 ready.set_result(run_id)
                 outcome = await self._execute(run_id, spaces, force=force, trigger=trigger,
-                                              requested_by=requested_by, progress=progress)
+                                              requested_by=requested_by, progress=progress,
+                                              permissions_only=permissions_only)
         except BaseException as error:
             if not ready.done():
                 ready.set_exception(error)
@@ -209,14 +224,22 @@ class SyncRunner:
 
     async def _execute(
         self, run_id: int, spaces: list[str], *, force: bool, trigger: str, requested_by: str | None,
-        progress: RunProgressCallback | None,
+        progress: RunProgressCallback | None, permissions_only: bool = False,
     ) -> RunOutcome:
         started = time.monotonic()
+        permissions: PermissionReport | None = None
         report = SyncReport(spaces=list(spaces))
         options = dataclasses.replace(self._options, force=force)
         failed_spaces: dict[str, str] = {}
         error: str | None = None
         logger.info("sync #%s started (%s by %s): %s", run_id, trigger, requested_by or "-", ", ".join(spaces))
+        async with self._pool.acquire() as conn:
+            awaiting = await pages.pages_awaiting_embeddings(conn)
+        if awaiting:
+            report.warnings.append(
+                f"re-embedding {awaiting} pages with {self._embedder.model_name}: "
+                "the knowledge base was built with another embedding model"
+            )
 
         async def record(space_key: str, failure: PageFailure) -> None:
             async with self._pool.acquire() as conn:
@@ -231,7 +254,7 @@ class SyncRunner:
 
         try:
             async with self._source_factory() as source:
-                for space_key in spaces:
+                for space_key in [] if permissions_only else spaces:
                     try:
                         await sync_space(
                             space_key, source=source, store=self._store, embedder=self._embedder,
@@ -248,6 +271,12 @@ class SyncRunner:
                         logger.exception("sync #%s: space %s failed", run_id, space_key)
                     async with self._pool.acquire() as conn:
                         await runs.update_counters(conn, run_id, _counters(report, started, failed_spaces))
+                if self._all_users_group is not None:
+                    permissions = await refresh_permissions(
+                        spaces, source=source,  # type: ignore[arg-type]  # ConfluenceClient reads both
+                        store=AccessStore(self._pool), all_users_group=self._all_users_group)
+                    for space_key, why in permissions.failed_spaces.items():
+                        failed_spaces.setdefault(space_key, why)
         except asyncio.CancelledError:
             error = "cancelled: askdocs was shutting down"
             await self._finish(run_id, "failed", report, started, failed_spaces, error)
@@ -262,13 +291,15 @@ class SyncRunner:
                 error = f"could not refresh search statistics: {one_line(lost)}"
         if error is not None or (failed_spaces and len(failed_spaces) == len(spaces)):
             status = "failed"
-        elif failed_spaces or report.pages_failed or report.attachments_failed:
+        elif failed_spaces or report.pages_failed or report.attachments_failed or (
+                permissions is not None and permissions.unreadable):
             status = "partial"
         else:
             status = "succeeded"
         duration = await self._finish(run_id, status, report, started, failed_spaces, error)
         logger.info("sync #%s %s in %.1fs: %s", run_id, status, duration, _counters(report, started, {}))
-        return RunOutcome(run_id, status, report, duration, trigger, requested_by, error, failed_spaces)
+        return RunOutcome(run_id, status, report, duration, trigger, requested_by, error, failed_spaces,
+                          permissions)
 
     async def _finish(
         self, run_id: int, status: str, report: SyncReport, started: float, failed_spaces: dict[str, str],

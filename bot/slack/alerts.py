@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.operations.sync_runner import RunOutcome
 from bot.settings import Settings
-from bot.slack import blocks
+from bot.slack import ops_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +20,9 @@ PageUrl = Callable[[str], str]
 def needs_alert(outcome: RunOutcome) -> bool:
     """Failed pages, failed spaces or a failed run deserve a human's look; a clean run does not."""
     report = outcome.report
+    unreadable = outcome.permissions is not None and bool(outcome.permissions.unreadable)
     return outcome.status == "failed" or report.pages_failed + report.attachments_failed > 0 or bool(
-        outcome.failed_spaces)
+        outcome.failed_spaces) or unreadable
 
 
 def page_url_for(settings: Settings) -> PageUrl | None:
@@ -54,6 +55,6 @@ class OpsAlerts:
     async def __call__(self, outcome: RunOutcome) -> None:
         if not self._channel or not needs_alert(outcome):
             return
-        message = blocks.ops_alert(outcome, self._page_url)
+        message = ops_blocks.ops_alert(outcome, self._page_url)
         await self._client.chat_postMessage(channel=self._channel, **message)
         logger.info("sync #%s %s: alert posted to %s", outcome.run_id, outcome.status, self._channel)

@@ -26,6 +26,7 @@ from bot.operations.sync_runner import RunOutcome
 from bot.services import Services
 from bot.settings import Settings, SettingsError
 from bot.slack import blocks
+from bot.slack.access import AccessGuard, SlackAccess
 from bot.slack.alerts import OpsAlerts, page_url_for
 from bot.slack.budget import RateBudget
 from bot.slack.digest import post_gaps_digest
@@ -76,10 +77,12 @@ def build_app(
                    authorize=authorize if identity is not None else None)
     tasks = tasks or BackgroundTasks()
     budget = budget or RateBudget()  # one per workspace and method, shared by answers and /docsync
+    access = SlackAccess(settings, services.identity)
     listeners = SlackListeners(services, tasks=tasks, home=HomeTab(services, next_sync_at=next_sync_at),
-                               budget=budget, features=WorkspaceFeatures())
+                               budget=budget, features=WorkspaceFeatures(), access=access)
     docsync = DocSync(services.sync, default_spaces=settings.confluence_spaces, tasks=tasks, budget=budget)
     app.middleware(EventFilter(SeenEvents()))
+    app.middleware(AccessGuard(access, tasks=tasks))  # guests and other workspaces: refused (issue 15)
     app.event("app_mention")(listeners.on_mention)
     # One listener for every message event (im, channels, groups): Bolt acks only events a listener takes.
     app.event("message")(listeners.on_message)

@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.operations.sync_runner import AlreadyRunning, SyncRunner
-from bot.slack import blocks
+from bot.slack import blocks, ops_blocks
 from bot.slack.budget import RateBudget
 from bot.slack.streaming import BackgroundTasks, new_ref, slack_error, write_final
 from ingest.sync import Progress
@@ -66,17 +66,17 @@ class DocSync:
             await respond(response_type="ephemeral", **blocks.apology(ref))
             return
         if isinstance(started, AlreadyRunning):
-            await respond(response_type="ephemeral", text=blocks.sync_already_running(started.run))
+            await respond(response_type="ephemeral", text=ops_blocks.sync_already_running(started.run))
             return
         shown = spaces or self._default_spaces
         ts: str | None = None
         try:
             ts = str((await client.chat_postMessage(
-                channel=channel, **blocks.sync_started(user, shown, started.run_id)))["ts"])
+                channel=channel, **ops_blocks.sync_started(user, shown, started.run_id)))["ts"])
         except SlackApiError as error:
             logger.warning("/docsync: can't post in %s (%s); answering through response_url", channel,
                            slack_error(error))
-            await respond(response_type="in_channel", **blocks.sync_started(user, shown, started.run_id))
+            await respond(response_type="in_channel", **ops_blocks.sync_started(user, shown, started.run_id))
         last_edit: float | None = None
         shown_step: Progress | None = None
         while not started.task.done():
@@ -89,13 +89,13 @@ class DocSync:
             shown_step = latest[0]
             try:
                 await client.chat_update(channel=channel, ts=ts,
-                                         **blocks.sync_progress(user, shown, started.run_id, shown_step))
+                                         **ops_blocks.sync_progress(user, shown, started.run_id, shown_step))
                 last_edit = time.monotonic()
             except SlackApiError as error:
                 logger.warning("/docsync progress update failed: %s", slack_error(error))
         try:
             outcome = await started.wait()
-            summary = blocks.sync_summary(user, outcome)
+            summary = ops_blocks.sync_summary(user, outcome)
         except Exception:
             ref = new_ref()
             logger.exception("/docsync run #%s crashed [ref %s]", started.run_id, ref)

@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.operations.scheduler import NextSyncAt
 from bot.operations.status import read_status
 from bot.services import Services
-from bot.slack import blocks
+from bot.slack import ops_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +30,9 @@ class HomeTab:
                 configured_spaces=settings.confluence_spaces,
                 next_sync_at=self._next_sync_at() if self._next_sync_at else None,
             )
-            view = blocks.home_view(status)
+            view = ops_blocks.home_view(status)
         except Exception:
             ref = secrets.token_hex(4)
             logger.exception("could not read the knowledge-base status for the home tab [ref %s]", ref)
-            view = blocks.home_unavailable(ref)
+            view = ops_blocks.home_unavailable(ref)
         await client.views_publish(user_id=user_id, view=view)

@@ -22,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.answering.models import Answer, AskContext, QuestionError, Turn
 from bot.services import Services
 from bot.slack import blocks
+from bot.slack.access import SlackAccess
 from bot.slack.budget import RateBudget
 from bot.slack.home import HomeTab
 from bot.slack.middleware import SeenEvents, from_a_bot
@@ -36,6 +37,7 @@ from bot.slack.streaming import (
     slack_error,
 )
 from db import activity
+from db.models import Audience
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +53,10 @@ class SlackListeners:
     def __init__(
         self, services: Services, *, tasks: BackgroundTasks, home: HomeTab, budget: RateBudget,
         features: WorkspaceFeatures, max_concurrent_answers: int = 8, stream_interval_s: float = 1.0,
+        access: SlackAccess | None = None,
     ) -> None:
         self._services = services
+        self._access = access or SlackAccess(services.settings, services.identity)
         self._settings = services.settings
         self._tasks = tasks
         self._home = home
@@ -143,7 +147,7 @@ class SlackListeners:
         in_thread = thread_ts != ts
         bot_user_id, bot_id = context.bot_user_id, context.bot_id
         scope, question = parse_scope(slack_to_plain(str(event.get("text") or ""), bot_user_id=bot_user_id))
-        spaces = scope or self._settings.channel_spaces.get(channel)
+        spaces = self._access.spaces(scope, channel)
         load_history: HistoryLoader | None = None
         if require_bot_thread:
             try:
@@ -207,11 +211,14 @@ class SlackListeners:
         refresh: asyncio.Task[list[str]] | None = None
         history: list[Turn] = []
         answered: Answer | None = None
+        audience = None
         try:
+            audience = await self._access.audience(client, user=to.user_id, channel=channel)
             history = await load_history() if load_history else []
             async with self._answer_slots:
                 result = await self._services.engine.answer(
                     question, history=history, spaces=spaces, on_delta=reply.on_delta, context=context,
+                    audience=audience,
                 )
             if self._services.freshness is not None:
                 try:
@@ -237,11 +244,11 @@ class SlackListeners:
             return
         if refresh is not None:
             await self._refresh_answer(reply, refresh, question=question, history=history, spaces=spaces,
-                                       context=context)
+                                       context=context, audience=audience)
 
     async def _refresh_answer(
         self, reply: AnswerReply, refresh: asyncio.Task[list[str]], *, question: str,
-        history: list[Turn], spaces: Sequence[str] | None, context: AskContext,
+        history: list[Turn], spaces: Sequence[str] | None, context: AskContext, audience: Audience | None,
     ) -> None:
         """A cited page changed after indexing: once it is re-indexed, answer again in the same message."""
         try:
@@ -249,7 +256,7 @@ class SlackListeners:
                 return
             async with self._answer_slots:
                 result = await self._services.engine.answer(question, history=history, spaces=spaces,
-                                                            context=context)
+                                                            context=context, audience=audience)
             note = "Refreshed: a cited page was updated in Confluence and has been re-indexed."
             await reply.replace(blocks.answer(dataclasses.replace(result, note=note), nonce=new_ref()))
         except Exception:
@@ -267,7 +274,7 @@ class SlackListeners:
         user, channel = str(command["user_id"]), str(command["channel_id"])
         text = slack_to_plain(str(command.get("text") or ""))
         scope, question = parse_scope(text)
-        spaces = scope or self._settings.channel_spaces.get(channel)
+        spaces = self._access.spaces(scope, channel)
         try:
             posted = await client.chat_postMessage(channel=channel, **blocks.asked(user, text, nonce=new_ref()))
         except SlackApiError as error:
@@ -276,7 +283,7 @@ class SlackListeners:
                 logger.exception("/askdocs: could not post in %s [ref %s]", channel, ref)
                 await respond(response_type="ephemeral", **blocks.apology(ref))
                 return
-            await self._askdocs_via_response_url(respond, user=user, channel=channel, text=text,
+            await self._askdocs_via_response_url(respond, client, user=user, channel=channel, text=text,
                                                  question=question, spaces=spaces)
             return
         team = str(command.get("team_id") or "") or None
@@ -284,14 +291,16 @@ class SlackListeners:
                                      spaces=spaces, load_history=None)
 
     async def _askdocs_via_response_url(
-        self, respond: AsyncRespond, *, user: str, channel: str, text: str, question: str,
-        spaces: Sequence[str] | None,
+        self, respond: AsyncRespond, client: AsyncWebClient, *, user: str, channel: str, text: str,
+        question: str, spaces: Sequence[str] | None,
     ) -> None:
         """The bot isn't in this conversation: answer through the command's response_url instead."""
         try:
+            audience = await self._access.audience(client, user=user, channel=channel)
             async with self._answer_slots:
                 result = await self._services.engine.answer(
-                    question, spaces=spaces, context=AskContext("slack", user_id=user, channel_id=channel))
+                    question, spaces=spaces, context=AskContext("slack", user_id=user, channel_id=channel),
+                    audience=audience)
             await respond(response_type="in_channel", replace_original=False,
                           **blocks.asked_with_answer(user, text, result))
         except QuestionError as error:

@@ -23,6 +23,9 @@ without one, the last user message less its sources. It answers with the 1–3 s
 most non-stopword stems with the question, each cited `[n]` before its final punctuation; when no source
 sentence shares such a word it answers exactly `I couldn't find that in Confluence.`
 
+Search passages: a prompt containing `It is only used to search the wiki` gets the question back as a
+statement (this model knows nothing beyond its prompt, so it can't write a better passage).
+
 Condensing: a prompt containing `Rewrite the follow-up as a standalone question` gets a standalone
 question back. Turns are read from lines `User: …` / `Assistant: …` and the follow-up from a last
 `Follow-up: …` (or `Question: …`) line; without those, the user-role messages are the turns. The reply is
@@ -51,6 +54,7 @@ from aiohttp import web
 
 REFUSAL: Final = "I couldn't find that in Confluence."
 CONDENSE_MARKER: Final = "rewrite the follow-up as a standalone question"
+SEARCH_MARKER: Final = "it is only used to search the wiki"
 CHAT_MODELS: Final = ("gpt-4o-mini", "gpt-4o", "o4-mini", "gpt-5-mini")
 # Like OpenAI's reasoning models: `max_tokens` and a non-default temperature are rejected with a 400.
 REASONING_MODELS: Final = frozenset({"o4-mini", "gpt-5-mini", "my-reasoning-model"})
@@ -153,6 +157,9 @@ def default_reply(messages: list[dict[str, Any]]) -> str:
     texts = [message_text(m) for m in messages]
     if any(CONDENSE_MARKER in t.lower() for t in texts):
         return condense(messages)
+    if any(SEARCH_MARKER in " ".join(t.lower().split()) for t in texts):
+        # Knowing nothing beyond the prompt, this "model" states the question as an answer would open.
+        return f"{find_question(texts) or _last_user_text(messages)}".rstrip("?") + "."
     return answer(messages)
 
 

@@ -355,10 +355,12 @@ class SlackEmulator:
         self.channels[channel_id].bot_member = member
 
     def add_user(self, user_id: str, *, name: str, real_name: str | None = None, is_bot: bool = False,
-                 tz: str = "Europe/London") -> Json:
-        """Create (or replace) a workspace member answered by users.info."""
-        user = {"id": user_id, "team_id": self.team_id, "name": name, "real_name": real_name or name,
+                 tz: str = "Europe/London", guest: str | None = None, team_id: str | None = None) -> Json:
+        """Create (or replace) a user answered by users.info: a member, a guest (`guest="single"` or
+        `"multi"`: is_ultra_restricted / is_restricted) or, with another `team_id`, a Slack Connect user."""
+        user = {"id": user_id, "team_id": team_id or self.team_id, "name": name, "real_name": real_name or name,
                 "deleted": False, "is_bot": is_bot, "tz": tz,
+                "is_restricted": guest is not None, "is_ultra_restricted": guest == "single",
                 "profile": {"real_name": real_name or name, "display_name": name,
                             "email": None if is_bot else f"{name}@example.com"}}
         self.users[user_id] = user
@@ -556,7 +558,7 @@ class SlackEmulator:
         user_name = self.users.get(user_id, {}).get("name", user_id)
         payload = {
             "type": "block_actions", "token": "verification-token", "api_app_id": self.app_id,
-            "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": self.team_id},
+            "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": self._team_of(user_id)},
             "team": {"id": self.team_id, "domain": "example"},
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel,
                           "is_ephemeral": False},
@@ -974,7 +976,7 @@ class SlackEmulator:
         if channel not in self.channels:
             raise ValueError(f"unknown channel {channel}: call add_channel first")
         msg: Json = {"type": "message", "channel": channel, "user": user, "text": text, "ts": self._next_ts(),
-                     "team": self.team_id, "client_msg_id": str(uuid.uuid4()), "blocks": None}
+                     "team": self._team_of(user), "client_msg_id": str(uuid.uuid4()), "blocks": None}
         if thread_ts:
             msg["thread_ts"] = thread_ts
         self._messages[(channel, msg["ts"])] = msg
@@ -995,11 +997,15 @@ class SlackEmulator:
 
     def _user_event(self, kind: str, msg: Json) -> Json:
         event = {"type": kind, "user": msg["user"], "text": msg["text"], "ts": msg["ts"],
-                 "channel": msg["channel"], "event_ts": msg["ts"], "team": self.team_id,
-                 "client_msg_id": msg["client_msg_id"]}
+                 "channel": msg["channel"], "event_ts": msg["ts"], "team": msg["team"],
+                 "user_team": msg["team"], "source_team": msg["team"], "client_msg_id": msg["client_msg_id"]}
         if "thread_ts" in msg:
             event["thread_ts"] = msg["thread_ts"]
         return event
+
+    def _team_of(self, user_id: str) -> str:
+        """A Slack Connect user's own workspace; this workspace for everyone else."""
+        return str(self.users.get(user_id, {}).get("team_id") or self.team_id)
 
     def _render(self, msg: Json) -> Json:
         """Wire form of a stored message: no channel key, thread metadata on a parent, no null blocks."""
