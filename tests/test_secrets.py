@@ -25,7 +25,7 @@ from bot.logs import configure_logging
 from bot.operations.sync_runner import RunOutcome
 from bot.services import build_services
 from bot.settings import Settings
-from bot.slack.blocks import ops_alert
+from bot.slack.ops_blocks import ops_alert
 from db.connect import open_database
 from db.errors import DatabaseError
 from ingest.confluence import ConfluenceClient, RetryPolicy
