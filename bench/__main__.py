@@ -33,6 +33,7 @@ REGISTRY: tuple[Benchmark, ...] = (
     Benchmark("slack_latency", "bench.slack_latency", "Slack round-trip latency"),
     Benchmark("memory", "bench.memory", "memory use"),
     Benchmark("permissions_cost", "bench.permissions_cost", "permission refresh cost (requests, seconds)"),
+    Benchmark("loop_stall", "bench.loop_stall", "/healthz and Slack ack latency while a sync converts 2 MB pages"),
 )
 
 

@@ -11,22 +11,97 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from bot.http.api import build_api
+from bot.operations.once import once_per_week
+from bot.operations.retention import prune_query_log
 from bot.operations.scheduler import SyncScheduler
 from bot.services import Services, build_services
 from bot.settings import Settings, SettingsError
 from db.connect import describe_dsn
-from ingest.errors import safe_url
+from ingest.errors import one_line, safe_url
 
 logger = logging.getLogger(__name__)
 
+RETENTION_JOB = "query log retention"
+DIGEST_JOB = "knowledge gaps digest"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Handlers still running when the listener closes get this long to finish before they are cancelled.
 API_SHUTDOWN_TIMEOUT_S = 5.0
+
+
+# Slack's answers when the token itself is refused: retrying cannot help, so the process stops (issue 16).
+REFUSED_TOKEN_ERRORS = frozenset({
+    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "not_allowed_token_type",
+})
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Waits between Slack connection attempts; tests shrink them."""
+
+    first_s: float = 2.0
+    max_s: float = 120.0
+
+
+def slack_error_code(error: BaseException) -> str | None:
+    """Slack's `error` field of a failed Web API call (SlackApiError.response), without importing slack_sdk."""
+    response: Any = getattr(error, "response", None)
+    try:
+        return str(response["error"])
+    except (KeyError, TypeError):
+        return None
+
+
+class SlackConnection:
+    """Connects the Slack bot, retrying with backoff while the API and the scheduler keep running.
+
+    A refused token ends the process (`on_refused`); anything else (Slack down, network, 5xx) is retried.
+    `state()` is what /healthz reports: connecting, retrying, connected or refused.
+    """
+
+    def __init__(self, bot: Bot, *, backoff: Backoff, on_refused: asyncio.Event) -> None:
+        self._bot = bot
+        self._backoff = backoff
+        self._on_refused = on_refused
+        self._state = "connecting"
+        self._error: str | None = None
+        self.attempts = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._state == "connected"
+
+    @property
+    def refused(self) -> bool:
+        return self._state == "refused"
+
+    def state(self) -> dict[str, Any]:
+        return {"state": self._state, "error": self._error, "attempts": self.attempts}
+
+    async def run(self) -> None:
+        delay = self._backoff.first_s
+        while True:
+            self.attempts += 1
+            try:
+                await self._bot.start()
+            except Exception as error:
+                self._error = f"{type(error).__name__}: {one_line(error)}"
+                if slack_error_code(error) in REFUSED_TOKEN_ERRORS:
+                    self._state = "refused"
+                    logger.error("could not connect to Slack, the token was refused: %s", self._error)
+                    self._on_refused.set()
+                    return
+                self._state = "retrying"
+                logger.warning("could not connect to Slack (%s); retrying in %.1fs", self._error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._backoff.max_s)
+            else:
+                self._state, self._error = "connected", None
+                return
 
 
 class Bot(Protocol):
@@ -155,32 +230,40 @@ async def run_forever(settings: Settings, *, stop: asyncio.Event | None = None) 
         logger.info("askdocs stopped")
 
 
-async def serve(settings: Settings, services: Services, stop: asyncio.Event) -> bool:
+async def serve(
+    settings: Settings, services: Services, stop: asyncio.Event, *, slack_backoff: Backoff = Backoff()
+) -> bool:
+    """Serve until `stop`; False when Slack refused the token (the API and scheduler ran meanwhile)."""
     scheduler = build_scheduler(settings, services)
     next_sync_at = scheduler.next_run_at if scheduler else None
-    api = await serve_api(build_api(services, next_sync_at=next_sync_at), host=api_host(settings),
-                          port=settings.api_port)
     slack = build_slack(services, scheduler) if settings.slack_configured else None
-    slack_connected = True
+    connection = SlackConnection(slack, backoff=slack_backoff, on_refused=stop) if slack is not None else None
+    api = await serve_api(
+        build_api(services, next_sync_at=next_sync_at, slack_state=connection.state if connection else None),
+        host=api_host(settings), port=settings.api_port,
+    )
+    connecting = asyncio.create_task(connection.run(), name="askdocs-slack-connect") if connection else None
     try:
-        if slack is not None:
-            try:
-                await slack.start()
-            except Exception as error:
-                logger.error("could not connect to Slack: %s: %s", type(error).__name__, error)
-                slack, slack_connected = None, False  # the API and scheduler ran; Slack never did
-                stop.set()
-        if scheduler is not None and not stop.is_set():
+        if scheduler is not None:
             await scheduler.start()
             if slack is not None and settings.slack_ops_channel:
-                scheduler.add_weekly(slack.post_gaps_digest, name="knowledge gaps digest")
+                digest = slack.post_gaps_digest
+                scheduler.add_weekly(  # every replica schedules it; one posts it (issue 16)
+                    lambda: once_per_week(services.database.pool, DIGEST_JOB, digest), name=DIGEST_JOB)
+            scheduler.add_daily(
+                lambda: prune_query_log(services.database.pool, retention_days=settings.query_log_retention_days),
+                name=RETENTION_JOB,
+            )
             if settings.per_user_permissions:  # restrictions added without an edit (issue 15)
                 scheduler.add_every(services.sync.refresh_permissions, name="permission refresh",
                                     minutes=settings.permissions_sync_minutes)
         await stop.wait()
     finally:
+        if connecting is not None:
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
         await shut_down(services, api=api, scheduler=scheduler, slack=slack)
-    return slack_connected
+    return connection is None or not connection.refused
 
 
 async def shut_down(

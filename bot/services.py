@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 
 from bot.answering.chat import ChatModel, OpenAIChat
@@ -60,9 +60,7 @@ def build_chat(settings: Settings) -> ChatModel | None:
     )
 
 
-def confluence_factory(
-    settings: Settings, *, retry: RetryPolicy = RetryPolicy()
-) -> AbstractAsyncContextManager[PageSource]:
+def confluence_factory(settings: Settings, *, retry: RetryPolicy = RetryPolicy()) -> ConfluenceClient:
     """A fresh client per sync run (its aiohttp session lives as long as the run)."""
     if not settings.confluence_configured:
         raise SettingsError(
@@ -136,10 +134,15 @@ async def build_services(
 
     runner.on_finished(count_run)
     freshness = None
+    freshness_client: ConfluenceClient | None = None
     if settings.confluence_configured:
-        freshness = FreshnessChecker(
-            source_factory=lambda: confluence_factory(settings, retry=confluence_retry), runner=runner
-        )
+        # One client, so one HTTP session, for every answer's check (a session per answer: issue 16).
+        shared = freshness_client = confluence_factory(settings, retry=confluence_retry)
+
+        def shared_source() -> AbstractAsyncContextManager[PageSource]:
+            return nullcontext(shared)
+
+        freshness = FreshnessChecker(source_factory=shared_source, runner=runner)
     identity = Identity(database.pool, per_user=settings.per_user_permissions)
     services = Services(settings, database, embedder, chat, engine, runner, metrics, identity, freshness)
     try:
@@ -148,6 +151,8 @@ async def build_services(
         await runner.cancel()
         if freshness is not None:
             await freshness.aclose()
+        if freshness_client is not None:
+            await freshness_client.close()
         if chat is not None:
             await getattr(chat, "aclose", _noop)()
         await embedder.aclose()

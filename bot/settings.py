@@ -82,6 +82,7 @@ class Settings(BaseSettings):
 
     sync_interval_hours: float = Field(default=24, gt=0)
     sync_max_delete_fraction: float = Field(default=0.5, ge=0, le=1)
+    query_log_retention_days: int = Field(default=180, ge=0)  # 0 keeps the query log forever
     api_host: str | None = None
     api_port: int = Field(default=8080, ge=0, le=65535)
     api_key: SecretStr | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -76,3 +77,19 @@ async def embedding_config(conn: asyncpg.Connection) -> dict[str, Any] | None:
 
 async def query_count(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval(QUERY_COUNT))
+
+
+# Feedback is deleted with its question (and by the foreign key's cascade anyway); counted for the log.
+PRUNE_ACTIVITY = """
+WITH old AS (SELECT id FROM query_log WHERE asked_at < $1),
+     gone_feedback AS (DELETE FROM feedback WHERE query_id IN (SELECT id FROM old) RETURNING 1),
+     gone_queries AS (DELETE FROM query_log WHERE id IN (SELECT id FROM old) RETURNING 1)
+SELECT (SELECT count(*) FROM gone_queries) AS queries, (SELECT count(*) FROM gone_feedback) AS feedback
+"""
+
+
+async def prune_activity(conn: asyncpg.Connection, *, before: datetime) -> tuple[int, int]:
+    """Delete questions asked before `before` and their feedback; returns (questions, feedback) deleted."""
+    row = await conn.fetchrow(PRUNE_ACTIVITY, before)
+    assert row is not None
+    return int(row["queries"]), int(row["feedback"])

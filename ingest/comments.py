@@ -8,11 +8,13 @@ comments changed though its own version didn't (adding a comment doesn't make a 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Protocol
 
 from ingest.confluence_content import comments_fingerprint
+from ingest.convert import Converter
 from ingest.models import Comment, IncludedPage, Page, Section
 from ingest.storage_format import MAX_INCLUDE_DEPTH, references, to_sections
 
@@ -49,16 +51,20 @@ def comment_sections(comments: list[Comment], *, names: dict[str, str], users: d
 
 
 async def page_text(
-    page: Page, *, source: ContentSource | None, include_comments: bool = True, resolve: bool = True
+    page: Page, *, source: ContentSource | None, include_comments: bool = True, resolve: bool = True,
+    converter: Converter | None = None,
 ) -> PageText:
-    """The sections to index for `page`: without a source, just its body as stored."""
+    """The sections to index for `page`: without a source, just its body as stored.
+
+    The body is parsed off the event loop, by `converter` (issue 16)."""
+    convert = converter or Converter()
     if source is None:
-        return PageText(to_sections(page.body, title=page.title))
+        return PageText(await convert.to_sections(page.body, title=page.title))
     comments = await source.fetch_comments(page.page_id, content_type=page.content_type) if include_comments else []
     included: dict[str, IncludedPage] = {}
     users: set[tuple[str, str]] = set()
     if resolve:
-        refs = references(page.body)
+        refs = await asyncio.to_thread(references, page.body)
         users |= refs.users
         frontier = set(refs.includes)
         for _ in range(MAX_INCLUDE_DEPTH):  # breadth first, each title fetched once: cycles end here
@@ -79,8 +85,8 @@ async def page_text(
             users |= references(comment.body).users
     users |= {("ri:account-id", c.author_id) for c in comments if c.author_id and not c.author_name}
     names = await source.display_names(users) if users else {}
-    sections = to_sections(page.body, title=page.title, users=names,
-                           includes={t: p.body for t, p in included.items()})
+    sections = await convert.to_sections(page.body, title=page.title, users=names,
+                                         includes={t: p.body for t, p in included.items()})
     sections += comment_sections(comments, names=names, users=names)
     return PageText(
         sections,

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import json
 import logging
-import math
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from ingest.confluence_content import parse_when
 from ingest.errors import ConfluenceAuthError, ConfluenceError, ListingIncomplete, PageForbidden, safe_url
 from ingest.models import Page, PageRef, Space
 from ingest.permissions import PermissionApi
+from ingest.ratelimit import RateLimitGate
 
 logger = logging.getLogger(__name__)
 
@@ -66,32 +65,17 @@ class RetryPolicy:
     attempts: int = 6
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
-    max_retry_after_s: float = 120.0  # Retry-After: 9223372036854775807 has been seen in the wild
+    max_retry_after_s: float = 120.0  # the longest single wait; tests shrink it
+    # A window longer than this (Retry-After: 9223372036854775807 has been seen in the wild) means the account
+    # is blocked: a clear error at once rather than ten-minute sleeps (issue 16).
+    blocked_after_s: float = 300.0
+    near_limit_interval_s: float = 0.25  # spacing between requests while X-RateLimit-NearLimit: true
 
 
 def _read_restricted(content: JSON) -> bool:
     """Whether a content object's expanded read restrictions name any user or group."""
     restrictions = content.get("restrictions", {}).get("read", {}).get("restrictions", {})
     return any(restrictions.get(kind, {}).get("results") for kind in ("user", "group"))
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if math.isnan(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def cql_time(moment: datetime) -> str:
@@ -157,6 +141,10 @@ class ConfluenceClient(PermissionApi):
         self._page_size = page_size
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._gate = RateLimitGate(  # one per client: every worker waits out a window together (issue 16)
+            max_wait_s=retry.max_retry_after_s, blocked_after_s=retry.blocked_after_s,
+            near_limit_interval_s=retry.near_limit_interval_s,
+        )
         self._session = session
         self._owns_session = session is None
         self._space_ids: dict[str, str] = {}
@@ -432,7 +420,7 @@ class ConfluenceClient(PermissionApi):
         def wait(state: RetryCallState) -> float:
             err = state.outcome.exception() if state.outcome else None
             if isinstance(err, ConfluenceError) and err.retry_after is not None:
-                return min(err.retry_after, policy.max_retry_after_s)
+                return 0.0  # the shared gate holds this request, and every other, until the window ends
             return float(backoff(state))
 
         def log_retry(state: RetryCallState) -> None:
@@ -461,14 +449,15 @@ class ConfluenceClient(PermissionApi):
         if self._session is None:
             self._session = aiohttp.ClientSession()
         headers = {"Authorization": self._auth, "Accept": "application/json"}
-        async with self._semaphore:
+        async with self._semaphore, self._gate.turn():
             try:
                 async with self._session.get(
                     url, headers=headers, timeout=self._timeout, allow_redirects=True
                 ) as resp:
                     raw = await resp.read()
+                    window = self._gate.observe(resp.status, resp.headers, shown)
                     if resp.status >= 400:
-                        raise self._http_error(resp.status, shown, raw, resp.headers.get("Retry-After"))
+                        raise self._http_error(resp.status, shown, raw, window)
                     links = resp.links
             except ConfluenceError:
                 raise
@@ -489,7 +478,7 @@ class ConfluenceClient(PermissionApi):
             raise ConfluenceError(None, shown, f"HTTP {resp.status} body was JSON but not an object")
         return data, links
 
-    def _http_error(self, status: int, url: str, raw: bytes, retry_after: str | None) -> ConfluenceError:
+    def _http_error(self, status: int, url: str, raw: bytes, retry_after: float | None) -> ConfluenceError:
         if status == 401:
             return ConfluenceAuthError(
                 401,
@@ -505,7 +494,7 @@ class ConfluenceClient(PermissionApi):
         except (ValueError, UnicodeDecodeError):
             pass
         message = f"Confluence answered {status}{reason}"
-        return ConfluenceError(status, url, message, parse_retry_after(retry_after))
+        return ConfluenceError(status, url, message, retry_after)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:

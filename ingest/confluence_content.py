@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from ingest.confluence import RetryPolicy
     from ingest.models import Space
+    from ingest.ratelimit import RateLimitGate
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class ContentApi:
     _retry: RetryPolicy
     _session: aiohttp.ClientSession | None
     _semaphore: asyncio.Semaphore
+    _gate: RateLimitGate
     _timeout: aiohttp.ClientTimeout
     _space_ids: dict[str, str]
 
@@ -89,7 +91,7 @@ class ContentApi:
     async def get_space(self, key: str) -> Space:
         raise NotImplementedError
 
-    def _http_error(self, status: int, url: str, raw: bytes, retry_after: str | None) -> ConfluenceError:
+    def _http_error(self, status: int, url: str, raw: bytes, retry_after: float | None) -> ConfluenceError:
         raise NotImplementedError
 
     def _scrub(self, text: str) -> str:
@@ -303,8 +305,9 @@ class ContentApi:
                 if not err.retryable:
                     raise
                 last = err
-                delay = err.retry_after if err.retry_after is not None else self._retry.base_delay_s * 2**attempt
-                await asyncio.sleep(min(delay, self._retry.max_retry_after_s, self._retry.max_delay_s))
+                # A rate-limit window is waited out by the client's shared gate (issue 16), before any request.
+                delay = 0.0 if err.retry_after is not None else self._retry.base_delay_s * 2**attempt
+                await asyncio.sleep(min(delay, self._retry.max_delay_s))
         assert last is not None
         raise last
 
@@ -312,13 +315,13 @@ class ContentApi:
         shown = safe_url(str(url))
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        async with self._semaphore:
+        async with self._semaphore, self._gate.turn():
             try:
                 async with self._session.get(url, headers={"Authorization": self._auth}, timeout=self._timeout,
                                              allow_redirects=True) as resp:
+                    window = self._gate.observe(resp.status, resp.headers, shown)
                     if resp.status >= 400:
-                        raise self._http_error(resp.status, shown, await resp.read(),
-                                               resp.headers.get("Retry-After"))
+                        raise self._http_error(resp.status, shown, await resp.read(), window)
                     data = bytearray()
                     async for block in resp.content.iter_chunked(1 << 16):
                         data.extend(block)

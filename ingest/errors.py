@@ -20,6 +20,21 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
+# Lines a database driver appends to its message (asyncpg: DETAIL, HINT…); they often hold row values.
+_DRIVER_DETAIL = ("DETAIL:", "HINT:", "CONTEXT:", "QUERY:", "WHERE:")
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error's text on one line, for people (CLI, API, Slack, run records): whatever the driver appends.
+
+    asyncpg adds a `DETAIL:` line to some messages (a database dropped mid-answer, issue 16); the log keeps the
+    whole error with its traceback.
+    """
+    lines = [line.strip() for line in str(error).splitlines()]
+    kept = [line for line in lines if line and not line.startswith(_DRIVER_DETAIL)]
+    return " ".join(kept) or (type(error).__name__ if isinstance(error, BaseException) else "")
+
+
 class IngestError(Exception):
     """Base of everything the ingest package raises on purpose."""
 
@@ -47,6 +62,15 @@ class ConfluenceError(IngestError):
         if self.status is None or self.status == 429 or 500 <= self.status <= 599:
             return True
         return self.status == 403 and self.retry_after is not None
+
+
+class ConfluenceBlocked(ConfluenceError):
+    """The account may not make requests for longer than askdocs waits (`X-RateLimit-Limit: 0`, or a
+    Retry-After/X-RateLimit-Reset past the policy's limit): retrying would only sleep, so it is never retried."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
 
 
 class ConfluenceAuthError(ConfluenceError):

@@ -19,8 +19,9 @@ from db.models import AttachmentRecord, AttachmentVersion, PageRecord, PageVersi
 from ingest.attachments import AttachmentOptions, HostPage, sync_attachments
 from ingest.chunker import chunk_sections
 from ingest.comments import PageText, page_text
+from ingest.convert import Converter
 from ingest.embedders import Embedder
-from ingest.errors import ConfluenceError, ListingIncomplete, PageForbidden
+from ingest.errors import ConfluenceError, ListingIncomplete, PageForbidden, one_line
 from ingest.models import AttachmentRef, Chunk, Comment, IncludedPage, Page, PageFailure, PageRef, Space, SyncReport
 from ingest.storage_format import content_checksum
 from ingest.tokens import CharacterBoundTokenizer
@@ -167,20 +168,24 @@ async def embed_chunks(
 async def index_page(
     page: Page, *, known: PageVersion | None, store: PageStore, embedder: Embedder, options: SyncOptions,
     report: SyncReport, source: PageSource | None = None, fetch_comments: bool = True,
+    converter: Converter | None = None,
 ) -> str:
     """Convert, chunk, embed and save one fetched page; returns what happened (added/updated/unchanged).
 
-    With a `source`, mentions are named, includes inlined and comments added (ingest/comments.py)."""
-    text = await page_text(page, source=source, include_comments=options.include_comments and fetch_comments)
+    With a `source`, mentions are named, includes inlined and comments added (ingest/comments.py). Parsing
+    (in `converter`'s worker process for big pages) and chunking run off the event loop: a 2 MB page takes
+    seconds of CPU, which on the loop stalled Slack acks and /healthz (issue 16)."""
+    text = await page_text(page, source=source, include_comments=options.include_comments and fetch_comments,
+                           converter=converter)
     sections = text.sections
     report.comments_indexed += text.comment_count
-    checksum = page_checksum(page, content_checksum(sections))
+    checksum = page_checksum(page, await asyncio.to_thread(content_checksum, sections))
     record = page_record(page, checksum, text=text)
     if known is not None and known.checksum == checksum and not options.force:
         await store.save_page_metadata(record)
         return "unchanged"
-    chunks = chunk_sections(
-        sections, title=page.title, breadcrumb=page.breadcrumb,
+    chunks = await asyncio.to_thread(
+        chunk_sections, sections, title=page.title, breadcrumb=page.breadcrumb,
         tokenizer=CharacterBoundTokenizer(embedder.tokenizer),
         max_tokens=min(embedder.max_input_tokens, options.max_chunk_tokens), overlap_tokens=options.overlap_tokens,
     )
@@ -190,7 +195,7 @@ async def index_page(
 
 
 def _short_error(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
+    text = one_line(error)
     return text if len(text) <= 300 else text[:297] + "..."
 
 
@@ -204,6 +209,7 @@ async def sync_space(
     options: SyncOptions = SyncOptions(),
     progress: ProgressCallback | None = None,
     on_failure: FailureCallback | None = None,
+    converter: Converter | None = None,
 ) -> None:
     """Bring one space's pages in the knowledge base in line with Confluence.
 
@@ -256,7 +262,7 @@ async def sync_space(
                 else:
                     outcome = await index_page(
                         page, known=known.get(ref.page_id), store=store, embedder=embedder,
-                        options=options, report=report, source=source,
+                        options=options, report=report, source=source, converter=converter,
                         # The site-wide listing says which pages have comments: others cost no request.
                         fetch_comments=fingerprints is None or ref.page_id in fingerprints,
                     )

@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.answering.chat import OpenAIChat
+from bot.answering.chat import CUT_SHORT_NOTE, OpenAIChat
 from bot.answering.engine import AnswerEngine
 from bot.answering.models import Answer
 from bot.http.api import build_api
@@ -97,6 +97,18 @@ async def test_rate_limited_model_is_retried_and_the_answer_is_the_models(
     assert answer.mode == "llm" and answer.note is None and not answer.refused
     assert "Sunday at 02:00 UTC" in answer.text and CITATION.search(answer.text)
     assert answer.sources and answer.sources[0].title == "Staging Environment"
+
+
+async def test_a_model_that_rejects_max_tokens_still_answers_and_a_cut_answer_says_so(
+    synced: Services, openai_emulator: OpenAIEmulator,
+) -> None:
+    async with llm_engine(synced, openai_emulator, model="my-reasoning-model") as engine:
+        answer = await engine.answer(QUESTION)
+        assert answer.mode == "llm" and answer.note is None  # not a silent extractive fallback (issue 16)
+        assert "Sunday at 02:00 UTC" in answer.text
+        openai_emulator.script_reply("The staging database is rebuilt every Sunday at 02:00 UTC [1]. " * 200)
+        cut = await engine.answer(QUESTION)
+    assert cut.mode == "llm" and cut.text.endswith(CUT_SHORT_NOTE)
 
 
 async def test_persistent_model_error_falls_back_to_cited_quotes_with_a_note(

@@ -264,10 +264,44 @@ async def test_second_sync_while_one_runs_gets_409_with_who_and_since(api: Clien
     assert_error(busy, 409)
     assert busy["run_id"] == first["run_id"] and busy["requested_by"] == "api" and busy["started_at"]
     assert f"sync #{first['run_id']} is already running" in busy["error"]
-    compat = await api.post("/api/sync", json={"space_keys": ["ENG"], "force": False})
-    assert compat.status == 409
 
     assert (await wait_done(api, first["run_id"]))["status"] == "succeeded"
+
+
+async def test_quick_start_sync_waits_for_the_running_sync_then_runs_and_answers_complete(
+    api: Client, confluence: Any
+) -> None:
+    ids = add_samples(confluence)
+    confluence.slow_next(1.0)  # the start-up sync, still running when the Quick Start's curl arrives
+    first = await (await api.post("/api/sync", json={})).json()
+
+    response = await api.post("/api/sync", json={"space_keys": ["ENG"], "force": True})
+    assert response.status == 200
+    done = await response.json()
+    assert done["status"] == "complete" and done["run_id"] > first["run_id"]
+    assert (done["synced"], done["skipped"], done["failed"]) == (len(ids), 0, 0)  # forced: every page again
+    assert (await wait_done(api, first["run_id"]))["status"] == "succeeded"
+
+
+async def test_quick_start_sync_gives_up_waiting_with_a_clear_answer(
+    services: Services, confluence: Any
+) -> None:
+    add_samples(confluence)
+    confluence.slow_next(3.0)
+    client: Client = TestClient(TestServer(build_api(services, sync_wait_s=0.5)))
+    await client.start_server()
+    try:
+        first = await (await client.post("/api/sync", json={})).json()
+        started = time.monotonic()
+        response = await client.post("/api/sync", json={"space_keys": ["ENG"], "force": False})
+        assert response.status == 409 and time.monotonic() - started < 2.5
+        busy = await response.json()
+        assert_error(busy, 409)
+        assert busy["run_id"] == first["run_id"]
+        assert busy["error"].endswith("still running after waiting 0.5 s, try again later")
+        assert (await wait_done(client, first["run_id"]))["status"] == "succeeded"
+    finally:
+        await client.close()
 
 
 async def test_fastapi_tutorial_sync_shape_answers_when_complete(api: Client, confluence: Any) -> None:

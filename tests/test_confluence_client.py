@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from ingest.confluence import ConfluenceClient, RetryPolicy
-from ingest.errors import ConfluenceAuthError, ConfluenceError, ListingIncomplete, PageForbidden
+from ingest.errors import ConfluenceAuthError, ConfluenceBlocked, ConfluenceError, ListingIncomplete, PageForbidden
 from tests.emulators.confluence import ConfluenceEmulator
 
 EMAIL, TOKEN, PAT = "bot@example.com", "cloud-token-123", "dc-pat-456"
@@ -177,15 +177,18 @@ async def test_rate_limit_retry_after_is_waited_and_survived(confluence: Conflue
     assert confluence.count("/spaces") == 2
 
 
-async def test_absurd_retry_after_is_clamped(
+async def test_long_retry_after_is_clamped_and_absurd_one_is_a_blocked_error(
     client: ConfluenceClient, confluence: ConfluenceEmulator
 ) -> None:
     page_id = confluence.add_page("ENG", "Home", "<p>hi</p>")
-    confluence.fail_next(status=503, retry_after=9223372036854775807)
-    confluence.fail_next(status=429, retry_after="Wed, 21 Oct 2099 07:28:00 GMT")
+    confluence.fail_next(status=503, retry_after=60)
+    confluence.fail_next(status=429, retry_after=120)
     started = time.monotonic()
     assert (await client.fetch_page(page_id)).title == "Home"
     assert time.monotonic() - started < 2.0  # FAST clamps Retry-After to 0.05 s
+    confluence.fail_next(status=503, retry_after=9223372036854775807)  # seen in the wild: blocked, no sleep
+    with pytest.raises(ConfluenceBlocked):
+        await client.fetch_page(page_id)
 
 
 async def test_server_error_burst_is_survived(

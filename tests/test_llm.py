@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.answering.chat import ChatModel, ChatModelError, OpenAIChat
+from bot.answering.chat import CUT_SHORT_NOTE, ChatModel, ChatModelError, OpenAIChat
 from bot.answering.models import ChatMessage
 from tests.emulators.openai import REFUSAL, OpenAIEmulator
 
@@ -156,3 +156,32 @@ async def test_follow_up_is_condensed_into_a_standalone_question(make_chat: Make
     )
     question = await make_chat().complete([ChatMessage("user", prompt)])
     assert question == "What about on a Mac (reset VPN password)?"
+
+
+async def test_a_reasoning_model_is_asked_with_max_completion_tokens(
+    emulator: OpenAIEmulator, make_chat: MakeChat
+) -> None:
+    answer = await make_chat(model="o4-mini").complete(ask("How do I reset my VPN password?"))
+    assert "[1]" in answer
+    [sent] = emulator.chat_requests
+    assert sent["max_completion_tokens"] == 700 and "max_tokens" not in sent and "temperature" not in sent
+
+
+async def test_a_model_that_rejects_max_tokens_is_asked_again_without_it(
+    emulator: OpenAIEmulator, make_chat: MakeChat
+) -> None:
+    chat = make_chat(model="my-reasoning-model")  # a name we can't recognise: found out from its 400s
+    answer = await chat.complete(ask("How do I reset my VPN password?"))
+    assert "[1]" in answer  # an answer from the model, not an error (nor an extractive fallback)
+    assert [r.status for r in emulator.records] == [400, 400, 200]  # max_tokens, then temperature
+    assert await chat.complete(ask("How are expenses filed?"))
+    assert [r.status for r in emulator.records][3:] == [200]  # remembered: no 400 for the next question
+
+
+async def test_an_answer_cut_at_the_token_limit_says_so(make_chat: MakeChat) -> None:
+    chat = make_chat()
+    cut = await chat.complete(ask("How do I reset my VPN password?"), max_tokens=8)
+    assert cut.startswith("To reset your VPN password")
+    assert cut.endswith(CUT_SHORT_NOTE)
+    whole = await chat.complete(ask("How do I reset my VPN password?"))
+    assert CUT_SHORT_NOTE not in whole

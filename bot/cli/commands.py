@@ -26,6 +26,7 @@ from bot.operations.golden import (
 from bot.operations.sync_runner import AlreadyRunning
 from bot.services import build_services
 from bot.settings import Settings
+from ingest.errors import one_line
 
 
 async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
@@ -69,7 +70,7 @@ async def ask_once(
         try:
             answer = await ask()
         except QuestionError as error:
-            print(f"askdocs ask: {error}", file=sys.stderr)
+            print(f"askdocs ask: {one_line(error)}", file=sys.stderr)
             return EXIT_CONFIG
         if services.freshness is not None:
             answer = await services.freshness.fresh_answer(answer, ask)
@@ -140,7 +141,7 @@ async def run_eval(
     try:
         items = read_golden(file)
     except GoldenFileError as error:
-        print(f"askdocs eval: {error}", file=sys.stderr)
+        print(f"askdocs eval: {one_line(error)}", file=sys.stderr)
         return EXIT_CONFIG
     async with build_services(settings) as services:
         results = await run_golden(services.engine, items)

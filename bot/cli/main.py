@@ -15,6 +15,7 @@ from bot.operations.status import read_status
 from bot.settings import Settings, SettingsError, load_settings
 from db.connect import open_database
 from db.errors import DATABASE_UNREACHABLE, DatabaseError
+from ingest.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.env_file)
     except SettingsError as error:
-        print(f"askdocs: {error}", file=sys.stderr)
+        print(f"askdocs: {one_line(error)}", file=sys.stderr)
         return EXIT_CONFIG
     from bot.logs import configure_logging
 
@@ -151,12 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(command(args, settings))
     except (DatabaseError, SettingsError) as error:
-        print(f"askdocs: {error}", file=sys.stderr)
+        print(f"askdocs: {one_line(error)}", file=sys.stderr)
         return EXIT_CONFIG
     except DATABASE_UNREACHABLE as error:
-        # One line: a reconnect to a dropped database adds PostgreSQL's DETAIL line to the message.
-        first = (str(error).splitlines() or [""])[0]
-        print(f"askdocs: the database became unreachable: {type(error).__name__}: {first}", file=sys.stderr)
+        print(f"askdocs: the database became unreachable: {type(error).__name__}: {one_line(error)}",
+              file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -30,9 +31,12 @@ from db import runs
 from db.errors import DATABASE_UNREACHABLE
 from db.models import SyncRun
 from ingest.embedders import EmbeddingError
+from ingest.errors import one_line
 
 logger = logging.getLogger(__name__)
 
+SlackState = Callable[[], dict[str, Any]]  # the Slack connection as /healthz shows it (bot.runtime)
+SYNC_POLL_S = 0.2  # how often a waiting sync request tries the lock again
 NOT_CONFIGURED = ("Confluence is not configured: set CONFLUENCE_BASE_URL with CONFLUENCE_EMAIL + "
                   "CONFLUENCE_API_TOKEN (Cloud) or CONFLUENCE_PAT (Data Center)")
 
@@ -67,8 +71,11 @@ def compat_summary(outcome: RunOutcome) -> dict[str, Any]:
 
 class ApiHandlers:
     def __init__(self, services: Services, *, next_sync_at: NextSyncAt | None, health_timeout_s: float,
-                 redact: Callable[[str], str]) -> None:
+                 redact: Callable[[str], str], sync_wait_s: float = 600.0,
+                 slack_state: SlackState | None = None) -> None:
         self._services = services
+        self._slack_state = slack_state
+        self._sync_wait_s = sync_wait_s
         self._next_sync_at = next_sync_at or (lambda: None)
         self._timeout_s = health_timeout_s
         self._redact = redact
@@ -90,6 +97,7 @@ class ApiHandlers:
             "next_sync_at": iso(status.next_sync_at),
             "embedding_model": self._services.embedder.model_name,
             "answer_mode": self._services.engine.mode,
+            "slack": self._slack_state() if self._slack_state is not None else {"state": "off"},
         })
 
     async def health(self, request: web.Request) -> web.Response:
@@ -152,6 +160,8 @@ class ApiHandlers:
         started = await self._services.sync.start(
             spaces=spaces, force=wanted.force, trigger="api", requested_by="api"
         )
+        if isinstance(started, AlreadyRunning) and answer_when_done:
+            started = await self._start_when_free(started, spaces=spaces, force=wanted.force)
         if isinstance(started, AlreadyRunning):
             raise already_running(started)
         if not answer_when_done:
@@ -163,6 +173,20 @@ class ApiHandlers:
             raise ApiError(502, f"sync #{outcome.run_id} failed: {why}", run_id=outcome.run_id,
                            **outcome.counters())
         return web.json_response(compat_summary(outcome), dumps=dumps)
+
+    async def _start_when_free(self, busy: AlreadyRunning, *, spaces: list[str], force: bool) -> StartedRun:
+        """Wait (bounded) for the running sync to end, then start ours: the tutorial's Quick Start posts right
+        after start-up, while the start-up sync holds the lock (issue 16)."""
+        deadline = time.monotonic() + self._sync_wait_s
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(SYNC_POLL_S, left))
+            started = await self._services.sync.start(spaces=spaces, force=force, trigger="api", requested_by="api")
+            if isinstance(started, StartedRun):
+                return started
+            busy = started
+        refusal = already_running(busy)
+        raise ApiError(409, f"{refusal.message}; still running after waiting {self._sync_wait_s:g} s, try again "
+                            "later", **refusal.extra)
 
     async def sync_run(self, request: web.Request) -> web.Response:
         run_id = int(request.match_info["run_id"])
@@ -188,7 +212,7 @@ class ApiHandlers:
     def _describe(self, error: BaseException) -> str:
         if isinstance(error, TimeoutError):
             return f"no answer within {self._timeout_s:g}s"
-        return self._redact(f"{type(error).__name__}: {error}")
+        return self._redact(f"{type(error).__name__}: {one_line(error)}")
 
 
 def already_running(busy: AlreadyRunning) -> ApiError:
@@ -215,13 +239,17 @@ async def wait_for_run(started: StartedRun) -> RunOutcome:
 
 
 def build_api(
-    services: Services, *, next_sync_at: NextSyncAt | None = None, health_timeout_s: float = 2.0
+    services: Services, *, next_sync_at: NextSyncAt | None = None, health_timeout_s: float = 2.0,
+    sync_wait_s: float = 600.0, slack_state: SlackState | None = None,
 ) -> web.Application:
-    """The aiohttp app; the caller binds it (bot.runtime) or wraps it in a test server."""
+    """The aiohttp app; the caller binds it (bot.runtime) or wraps it in a test server.
+
+    `sync_wait_s` bounds how long a tutorial-shaped sync request waits for a running sync before its own.
+    """
     redact = RedactSecrets(services.settings.secrets()).redact
     key = services.settings.api_key.get_secret_value() if services.settings.api_key else None
     handlers = ApiHandlers(services, next_sync_at=next_sync_at, health_timeout_s=health_timeout_s,
-                           redact=redact)
+                           redact=redact, sync_wait_s=sync_wait_s, slack_state=slack_state)
     app = web.Application(middlewares=[json_errors(redact), require_api_key(key or None)])
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/metrics", handlers.metrics)

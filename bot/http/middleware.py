@@ -11,6 +11,7 @@ from aiohttp.typedefs import Middleware
 
 from bot.http.requests import ApiError, error_response
 from db.errors import DATABASE_UNREACHABLE
+from ingest.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def json_errors(redact: Callable[[str], str]) -> Middleware:
         try:
             return await handler(request)
         except ApiError as error:
-            return error_response(error.status, redact(error.message), **error.extra)
+            return error_response(error.status, redact(one_line(error.message)), **error.extra)
         except web.HTTPException as error:
             if error.status < 400:
                 raise

@@ -17,6 +17,7 @@ question text are replaced before anything is shown.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -135,23 +136,30 @@ def cluster(vectors: Sequence[Sequence[float]] | NDArray[np.float64], *, thresho
     """Greedy single-pass grouping of unit vectors, in the order given; returns indices per group.
 
     Each vector joins the group with the most similar centroid (cosine) when that reaches `threshold`.
+    Every centroid is compared in one matrix product: the pairwise Python loop took 12.7 s for 2,000
+    distinct questions (issue 16).
     """
-    sums: list[NDArray[np.float64]] = []
+    matrix = np.asarray(vectors, dtype=np.float64)
+    if matrix.size == 0:
+        return []
+    matrix = matrix.reshape(len(matrix), -1)
+    sums = np.zeros_like(matrix)  # one row per group: the sum of its members (the centroid's direction)
+    norms = np.zeros(len(matrix))
     groups: list[list[int]] = []
-    for i, raw in enumerate(vectors):
-        vector = np.asarray(raw, dtype=np.float64)
-        best, best_similarity = -1, -2.0
-        for g, total in enumerate(sums):
-            norm = float(np.linalg.norm(total))
-            similarity = float(total @ vector) / norm if norm else 0.0
-            if similarity > best_similarity:
-                best, best_similarity = g, similarity
-        if best >= 0 and best_similarity >= threshold:
-            sums[best] = sums[best] + vector
-            groups[best].append(i)
-        else:
-            sums.append(vector.copy())
-            groups.append([i])
+    for i, vector in enumerate(matrix):
+        count = len(groups)
+        if count:
+            dots = sums[:count] @ vector
+            similarities = np.divide(dots, norms[:count], out=np.zeros(count), where=norms[:count] > 0)
+            best = int(np.argmax(similarities))  # the first of equals, as a strict `>` scan would pick
+            if similarities[best] >= threshold:
+                sums[best] += vector
+                norms[best] = np.linalg.norm(sums[best])
+                groups[best].append(i)
+                continue
+        sums[count] = vector
+        norms[count] = np.linalg.norm(vector)
+        groups.append([i])
     return groups
 
 
@@ -221,4 +229,6 @@ async def collect_gaps(
     if not questions:
         return []
     vectors = await embedder.embed([q.text for q in questions])
-    return group_gaps(questions, vectors, threshold=threshold)[:limit]
+    # CPU-bound (2,000 questions: a matrix product per question): a worker thread keeps the loop answering.
+    groups = await asyncio.to_thread(group_gaps, questions, vectors, threshold=threshold)
+    return groups[:limit]

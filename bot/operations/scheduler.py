@@ -95,6 +95,13 @@ class SyncScheduler:
             name=name, coalesce=True, max_instances=1, misfire_grace_time=3600, replace_existing=True,
         )
 
+    def add_daily(self, job: Callable[[], Awaitable[object]], *, name: str, hour: int = 3) -> None:
+        """Another job on the same scheduler, daily at `hour`:00 UTC (e.g. query-log retention)."""
+        self._scheduler.add_job(
+            _logged(job, name), trigger=CronTrigger(hour=hour, timezone=UTC), id=name, name=name,
+            coalesce=True, max_instances=1, misfire_grace_time=3600, replace_existing=True,
+        )
+
     def add_every(self, job: Callable[[], Awaitable[object]], *, name: str, minutes: float) -> None:
         """Another job on the same scheduler, every `minutes` (e.g. the permission refresh, issue 15)."""
         self._scheduler.add_job(

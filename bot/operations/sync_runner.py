@@ -20,8 +20,9 @@ from db import pages, runs
 from db.errors import DATABASE_UNREACHABLE
 from db.models import PageVersion, SyncRun
 from db.store import AccessStore, SyncStore
+from ingest.convert import Converter
 from ingest.embedders import Embedder
-from ingest.errors import ListingIncomplete
+from ingest.errors import ListingIncomplete, one_line
 from ingest.models import PageFailure, SyncReport
 from ingest.permissions import PermissionReport, refresh_permissions
 from ingest.sync import Progress, SourceFactory, SyncOptions, index_page, sync_space
@@ -95,6 +96,7 @@ class SyncRunner:
         self._options = options
         self._listeners: list[FinishedCallback] = []
         self._tasks: set[asyncio.Task[RunOutcome]] = set()
+        self._converter = Converter()  # big pages parse in its worker process, started on first use
 
     def on_finished(self, callback: FinishedCallback) -> None:
         self._listeners.append(callback)
@@ -167,7 +169,7 @@ class SyncRunner:
                     await index_page(
                         page, known=PageVersion(known.version, known.checksum) if known else None,
                         store=self._store, embedder=self._embedder, options=self._options, report=report,
-                        source=source,
+                        source=source, converter=self._converter,
                     )
                     done.append(page_id)
                 except asyncio.CancelledError:
@@ -190,6 +192,7 @@ class SyncRunner:
         for task in list(self._tasks):
             task.cancel()
         await self.wait_idle()
+        self._converter.close()
 
     async def _locked_run(
         self, spaces: list[str], *, force: bool, trigger: str, requested_by: str | None,
@@ -256,14 +259,15 @@ class SyncRunner:
                         await sync_space(
                             space_key, source=source, store=self._store, embedder=self._embedder,
                             report=report, options=options, progress=report_progress, on_failure=record,
+                            converter=self._converter,
                         )
                     except ListingIncomplete as incomplete:
-                        failed_spaces[space_key] = f"listing incomplete, nothing deleted: {incomplete}"
+                        failed_spaces[space_key] = f"listing incomplete, nothing deleted: {one_line(incomplete)}"
                         logger.warning("sync #%s: space %s: %s", run_id, space_key, failed_spaces[space_key])
                     except asyncio.CancelledError:
                         raise
                     except Exception as space_error:
-                        failed_spaces[space_key] = f"{type(space_error).__name__}: {space_error}"
+                        failed_spaces[space_key] = f"{type(space_error).__name__}: {one_line(space_error)}"
                         logger.exception("sync #%s: space %s failed", run_id, space_key)
                     async with self._pool.acquire() as conn:
                         await runs.update_counters(conn, run_id, _counters(report, started, failed_spaces))
@@ -278,13 +282,13 @@ class SyncRunner:
             await self._finish(run_id, "failed", report, started, failed_spaces, error)
             raise
         except Exception as crash:
-            error = f"{type(crash).__name__}: {crash}"
+            error = f"{type(crash).__name__}: {one_line(crash)}"
             logger.exception("sync #%s crashed", run_id)
         if error is None and report.pages_added + report.pages_updated + report.pages_deleted:
             try:
                 await self._store.refresh_search_stats()
             except DATABASE_UNREACHABLE as lost:
-                error = f"could not refresh search statistics: {lost}"
+                error = f"could not refresh search statistics: {one_line(lost)}"
         if error is not None or (failed_spaces and len(failed_spaces) == len(spaces)):
             status = "failed"
         elif failed_spaces or report.pages_failed or report.attachments_failed or (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
@@ -38,13 +39,17 @@ from bot.slack.streaming import BackgroundTasks, WorkspaceFeatures
 logger = logging.getLogger(__name__)
 
 
-def build_client(settings: Settings) -> AsyncWebClient:
-    """The bot-token Web API client, aimed at SLACK_API_URL, retrying 429s and dropped connections."""
+def build_client(settings: Settings, *, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """The bot-token Web API client, aimed at SLACK_API_URL, retrying 429s and dropped connections.
+
+    Without `session`, slack_sdk opens an aiohttp session (and a connection) per call.
+    """
     if settings.slack_bot_token is None:
         raise SettingsError("configuration error: SLACK_BOT_TOKEN must be set to run the Slack bot")
     return AsyncWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
+        session=session,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=3),
@@ -104,6 +109,7 @@ class SlackBot:
         self._drain_timeout_s = drain_timeout_s
         self._tasks = BackgroundTasks()
         self._client: AsyncWebClient | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._handler: AsyncSocketModeHandler | None = None
         self._alerts: OpsAlerts | None = None
         services.sync.on_finished(self._on_sync_finished)
@@ -115,20 +121,26 @@ class SlackBot:
                 "configuration error: SLACK_BOT_TOKEN and SLACK_APP_TOKEN must be set to run the Slack bot")
         if self._handler is not None:
             return
-        client = build_client(settings)
-        assert settings.slack_bot_token is not None
-        identity = AuthorizeResult.from_auth_test_response(
-            auth_test_response=await client.auth_test(), bot_token=settings.slack_bot_token.get_secret_value(),
-        )
-        app = build_app(self._services, client=client, next_sync_at=self._next_sync_at, tasks=self._tasks,
-                        identity=identity, budget=self._budget)
-        handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+        session = aiohttp.ClientSession()  # one connection pool for every Web API call (issue 16)
         try:
-            await handler.connect_async()  # type: ignore[no-untyped-call]
+            client = build_client(settings, session=session)
+            assert settings.slack_bot_token is not None
+            identity = AuthorizeResult.from_auth_test_response(
+                auth_test_response=await client.auth_test(),
+                bot_token=settings.slack_bot_token.get_secret_value(),
+            )
+            app = build_app(self._services, client=client, next_sync_at=self._next_sync_at, tasks=self._tasks,
+                            identity=identity, budget=self._budget)
+            handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+            try:
+                await handler.connect_async()  # type: ignore[no-untyped-call]
+            except BaseException:
+                await handler.close_async()  # type: ignore[no-untyped-call]
+                raise
         except BaseException:
-            await handler.close_async()  # type: ignore[no-untyped-call]
+            await session.close()
             raise
-        self._handler = handler
+        self._handler, self._session = handler, session
         self._alerts = OpsAlerts(client, settings.slack_ops_channel, page_url=page_url_for(settings))
         self._client = client
         logger.info("Slack bot connected (Socket Mode via %s)", settings.slack_api_url)
@@ -147,6 +159,9 @@ class SlackBot:
         if handler is not None:
             await handler.close_async()  # type: ignore[no-untyped-call]
         await self._tasks.drain(self._drain_timeout_s)
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     async def _on_sync_finished(self, outcome: RunOutcome) -> None:
         if self._alerts is not None:

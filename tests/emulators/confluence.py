@@ -7,11 +7,13 @@ that fail past an offset. Each applies to the next n requests whose path contain
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from bot.demo.confluence import EmulatedPage, EmulatedSpace, Handler, SampleConfluence, _error
+from tests.emulators.ratelimit import AccountWindow
 
 __all__ = ["ConfluenceEmulator", "EmulatedPage", "EmulatedSpace"]
 
@@ -24,6 +26,7 @@ class _Fault:
     status: int = 500
     retry_after: str | None = None
     delay_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class ConfluenceEmulator(SampleConfluence):
@@ -34,16 +37,41 @@ class ConfluenceEmulator(SampleConfluence):
         super().__init__(email=email, api_token=api_token, pat=pat)
         self._faults: list[_Fault] = []
         self._listing_fail_after: int | None = None
+        self.account_window: AccountWindow | None = None  # enforce_rate_limit() sets it
+        self.arrivals: list[float] = []  # time.monotonic() of each request, for pacing checks
+        self.peers: list[object] = []  # client address of each request: were connections reused?
+        self._near_limit_left = 0
 
     # ---- faults and records -------------------------------------------------------------------------
 
     def fail_next(
         self, n: int = 1, *, status: int = 500, retry_after: float | str | None = None,
-        path_contains: str | None = None,
+        path_contains: str | None = None, headers: dict[str, str] | None = None,
     ) -> None:
-        """The next n matching requests answer `status` (with Retry-After when given)."""
+        """The next n matching requests answer `status` (with Retry-After and `headers` when given)."""
         header = None if retry_after is None else str(retry_after)
-        self._faults.append(_Fault("status", n, path_contains, status=status, retry_after=header))
+        self._faults.append(
+            _Fault("status", n, path_contains, status=status, retry_after=header, headers=dict(headers or {}))
+        )
+
+    def enforce_rate_limit(
+        self, *, window_s: float, reject_fraction: float = 0.0, grace_s: float = 0.05,
+        retry_after_header: bool = True, seed: int = 16,
+    ) -> AccountWindow:
+        """Reject the whole account while a 429 window is open, as Atlassian does, and count violations.
+
+        `reject_fraction` of requests open a window of `window_s`; an injected status fault with Retry-After
+        (e.g. a 503 burst) opens one too.
+        """
+        self.account_window = AccountWindow(
+            window_s, reject_fraction=reject_fraction, grace_s=grace_s, retry_after_header=retry_after_header,
+            seed=seed,
+        )
+        return self.account_window
+
+    def near_limit_next(self, n: int) -> None:
+        """The next n served responses carry `X-RateLimit-NearLimit: true` (under 20% of the budget left)."""
+        self._near_limit_left = n
 
     def truncate_next(self, n: int = 1, *, path_contains: str | None = None) -> None:
         """The next n matching requests get 200 with only the first half of their JSON body."""
@@ -78,16 +106,29 @@ class ConfluenceEmulator(SampleConfluence):
         return self._listing_fail_after is not None and offset >= self._listing_fail_after
 
     async def _respond(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.arrivals.append(time.monotonic())
+        self.peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        window = self.account_window
+        if window is not None and (limited := window.reject_if_open()) is not None:
+            return _error(429, "Rate limit exceeded", limited)
         fault = self._take_fault(request)
         if fault is not None and fault.kind == "slow":
             await asyncio.sleep(fault.delay_s)
         if fault is not None and fault.kind == "status":
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            if window is not None and fault.retry_after is not None:
+                window.open(float(fault.retry_after))
             if fault.status == 429 and not request.path.startswith("/wiki/"):
                 headers.update({"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0",
                                 "X-RateLimit-Interval-Seconds": "1", "X-RateLimit-FillRate": "2"})
+            headers.update(fault.headers)
             return _error(fault.status, "Injected failure", headers)
+        if window is not None and fault is None and (limited := window.roll()) is not None:
+            return _error(429, "Rate limit exceeded", limited)
         response = await super()._respond(request, handler)
+        if self._near_limit_left > 0 and response.status < 400:
+            self._near_limit_left -= 1
+            response.headers["X-RateLimit-NearLimit"] = "true"
         broken = fault is not None and fault.kind in ("truncate", "reset")
         if fault is not None and broken and isinstance(response, web.Response) and response.status != 401:
             return await self._break(request, response, reset=fault.kind == "reset")

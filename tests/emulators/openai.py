@@ -55,7 +55,9 @@ from aiohttp import web
 REFUSAL: Final = "I couldn't find that in Confluence."
 CONDENSE_MARKER: Final = "rewrite the follow-up as a standalone question"
 SEARCH_MARKER: Final = "it is only used to search the wiki"
-CHAT_MODELS: Final = ("gpt-4o-mini", "gpt-4o")
+CHAT_MODELS: Final = ("gpt-4o-mini", "gpt-4o", "o4-mini", "gpt-5-mini")
+# Like OpenAI's reasoning models: `max_tokens` and a non-default temperature are rejected with a 400.
+REASONING_MODELS: Final = frozenset({"o4-mini", "gpt-5-mini", "my-reasoning-model"})
 EMBEDDING_MODELS: Final = ("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002")
 MAX_INPUTS: Final = 2048  # OpenAI's cap on inputs per embeddings request
 STOPWORDS: Final = frozenset(
@@ -442,9 +444,13 @@ class OpenAIEmulator:
         if not isinstance(messages, list) or not messages:
             self.records.append(RecordedRequest("chat", 400, body))
             return error_response(400, "'messages' must be a non-empty array.", type_="invalid_request_error")
+        model = str(body.get("model", CHAT_MODELS[0]))
+        if (rejected := reasoning_model_rejection(model, body)) is not None:
+            self.records.append(RecordedRequest("chat", 400, body))
+            return rejected
         self.records.append(RecordedRequest("chat", 200, body))
         reply = self._scripted.popleft() if self._scripted else default_reply(messages)
-        model = str(body.get("model", CHAT_MODELS[0]))
+        reply, finish_reason = cut_to_limit(reply, body.get("max_completion_tokens") or body.get("max_tokens"))
         completion_id = f"chatcmpl-emu{len(self.chat_requests)}"
         created = int(time.time())
         prompt_tokens = sum(count_tokens(message_text(m)) for m in messages if isinstance(m, dict))
@@ -465,7 +471,7 @@ class OpenAIEmulator:
                             "index": 0,
                             "message": {"role": "assistant", "content": reply, "refusal": None},
                             "logprobs": None,
-                            "finish_reason": "stop",
+                            "finish_reason": finish_reason,
                         }
                     ],
                     "usage": usage,
@@ -486,7 +492,7 @@ class OpenAIEmulator:
 
         events = [chunk({"role": "assistant", "content": ""}, None)]
         events += [chunk({"content": piece}, None) for piece in split_deltas(reply)]
-        events.append(chunk({}, "stop"))
+        events.append(chunk({}, finish_reason))
         if self._stream_breaks:  # an overloaded upstream: OpenAI sends an error object inside the stream
             cut = 1 + self._stream_breaks.popleft()
             message = "The server had an error while processing your request."
@@ -559,11 +565,45 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def error_response(status: int, message: str, *, type_: str, code: str | None = None) -> web.Response:
+def error_response(
+    status: int, message: str, *, type_: str, code: str | None = None, param: str | None = None
+) -> web.Response:
     """OpenAI's error body: {"error": {"message", "type", "param", "code"}}."""
     return web.json_response(
-        {"error": {"message": message, "type": type_, "param": None, "code": code}}, status=status
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}, status=status
     )
+
+
+def reasoning_model_rejection(model: str, body: dict[str, Any]) -> web.Response | None:
+    """OpenAI's 400s for parameters a reasoning model doesn't take (their wording)."""
+    if model not in REASONING_MODELS:
+        return None
+    if "max_tokens" in body:
+        return error_response(
+            400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            type_="invalid_request_error", code="unsupported_parameter", param="max_tokens",
+        )
+    if body.get("temperature", 1) != 1:
+        return error_response(
+            400, f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
+            "Only the default (1) value is supported.",
+            type_="invalid_request_error", code="unsupported_value", param="temperature",
+        )
+    return None
+
+
+def cut_to_limit(reply: str, limit: object) -> tuple[str, str]:
+    """The reply cut after `limit` tokens (count_tokens' measure) and its finish_reason."""
+    if not isinstance(limit, int) or count_tokens(reply) <= limit:
+        return reply, "stop"
+    words = reply.split(" ")
+    kept: list[str] = []
+    for word in words:
+        if count_tokens(" ".join([*kept, word])) > limit:
+            break
+        kept.append(word)
+    return " ".join(kept), "length"
 
 
 def fault_response(status: int) -> web.Response:

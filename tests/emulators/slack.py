@@ -247,6 +247,7 @@ class SlackEmulator:
         self.bot_token, self.app_token = bot_token, app_token
         self.bot_user_id, self.team_id, self.bot_id, self.app_id = bot_user_id, team_id, bot_id, app_id
         self.calls: list[ApiCall] = []
+        self.web_api_peers: list[object] = []  # client address of each Web API call: connections reused?
         self.acks: dict[str, Ack] = {}
         self.sent: dict[str, Json] = {}  # envelope_id -> envelope, in send order
         self.ephemerals: list[Json] = []
@@ -692,6 +693,7 @@ class SlackEmulator:
             body = {"ok": False, "error": err.error, **err.extra}
             error = err.error
         self.calls.append(ApiCall(method, params, time.monotonic(), error, status))
+        self.web_api_peers.append(request.transport.get_extra_info("peername") if request.transport else None)
         await self._notify()
         return web.json_response(body, status=status, headers=headers)
 

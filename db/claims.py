@@ -1,0 +1,13 @@
+"""Named queries for claims: work that exactly one replica on this database may do (issue 16)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+CLAIM_ONCE = "INSERT INTO claims (claim) VALUES ($1) ON CONFLICT (claim) DO NOTHING RETURNING claim"
+
+
+async def claim_once(conn: asyncpg.Connection, claim: str) -> bool:
+    """True for the first caller of this claim on the database, False for every later one (any replica)."""
+    return await conn.fetchval(CLAIM_ONCE, claim) is not None
+
