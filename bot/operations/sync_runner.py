@@ -233,13 +233,6 @@ class SyncRunner:
         failed_spaces: dict[str, str] = {}
         error: str | None = None
         logger.info("sync #%s started (%s by %s): %s", run_id, trigger, requested_by or "-", ", ".join(spaces))
-        async with self._pool.acquire() as conn:
-            awaiting = await pages.pages_awaiting_embeddings(conn)
-        if awaiting:
-            report.warnings.append(
-                f"re-embedding {awaiting} pages with {self._embedder.model_name}: "
-                "the knowledge base was built with another embedding model"
-            )
 
         async def record(space_key: str, failure: PageFailure) -> None:
             async with self._pool.acquire() as conn:
@@ -253,6 +246,13 @@ class SyncRunner:
                 await progress(run_id, step)
 
         try:
+            async with self._pool.acquire() as conn:
+                awaiting = await pages.pages_awaiting_embeddings(conn)
+            if awaiting:
+                report.warnings.append(
+                    f"re-embedding {awaiting} pages with {self._embedder.model_name}: "
+                    "the knowledge base was built with another embedding model"
+                )
             async with self._source_factory() as source:
                 for space_key in [] if permissions_only else spaces:
                     try:
