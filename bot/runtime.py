@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bot.http.api import build_api
 from bot.operations.once import once_per_week
-from bot.operations.retention import prune_query_log
+from bot.operations.retention import prune_claims, prune_query_log
 from bot.operations.scheduler import SyncScheduler
 from bot.services import Services, build_services
 from bot.settings import Settings, SettingsError
@@ -27,6 +27,7 @@ from ingest.errors import one_line, safe_url
 logger = logging.getLogger(__name__)
 
 RETENTION_JOB = "query log retention"
+CLAIMS_RETENTION_JOB = "replica claims retention"
 DIGEST_JOB = "knowledge gaps digest"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Handlers still running when the listener closes get this long to finish before they are cancelled.
@@ -254,6 +255,7 @@ async def serve(
                 lambda: prune_query_log(services.database.pool, retention_days=settings.query_log_retention_days),
                 name=RETENTION_JOB,
             )
+            scheduler.add_daily(lambda: prune_claims(services.database.pool), name=CLAIMS_RETENTION_JOB)
             if settings.per_user_permissions:  # restrictions added without an edit (issue 15)
                 scheduler.add_every(services.sync.refresh_permissions, name="permission refresh",
                                     minutes=settings.permissions_sync_minutes)

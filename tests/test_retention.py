@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot.operations.retention import prune_query_log
+from bot.operations.retention import prune_claims, prune_query_log
 from bot.operations.scheduler import SyncScheduler
 from bot.services import Services
-from db import activity
+from db import activity, claims
 from db.activity import QueryLogEntry
 
 
@@ -48,3 +48,15 @@ async def test_retention_runs_daily_on_the_scheduler(services: Services) -> None
     assert "day_of_week" not in str(job.trigger)
     await job.func()
     assert await logged(services) == (set(), 0)
+
+
+async def test_replica_claims_are_forgotten_after_two_weeks(services) -> None:  # type: ignore[no-untyped-def]
+    pool = services.database.pool
+    async with pool.acquire() as conn:
+        assert await claims.claim_once(conn, "slack message C1:1.0")
+        assert await claims.claim_once(conn, "slack message C1:2.0")
+        await conn.execute("UPDATE claims SET claimed_at = now() - interval '15 days' WHERE claim LIKE '%1.0'")
+    assert await prune_claims(pool) == 1
+    async with pool.acquire() as conn:
+        assert await claims.claim_once(conn, "slack message C1:1.0")  # claimable again: long forgotten
+        assert not await claims.claim_once(conn, "slack message C1:2.0")

@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from db import activity
+from db import activity, claims
 
 logger = logging.getLogger(__name__)
+
+CLAIMS_KEEP_DAYS = 14
 
 
 async def prune_query_log(
@@ -29,3 +31,11 @@ async def prune_query_log(
         logger.info("query log retention (%d days): deleted %d questions and %d feedback votes",
                     retention_days, questions, feedback)
     return questions, feedback
+
+
+async def prune_claims(pool: asyncpg.Pool, *, keep_days: int = CLAIMS_KEEP_DAYS, now: datetime | None = None) -> int:
+    """Forget replica claims (one per Slack message answered, one per weekly digest) older than `keep_days`:
+    a redelivery comes within minutes and a week's digest is claimed within that week."""
+    before = (now or datetime.now(UTC)) - timedelta(days=keep_days)
+    async with pool.acquire() as conn:
+        return await claims.prune_claims(conn, before=before)

@@ -36,8 +36,10 @@ from bot.slack.streaming import (
     new_ref,
     slack_error,
 )
-from db import activity
+from db import activity, claims
+from db.errors import DATABASE_UNREACHABLE
 from db.models import Audience
+from ingest.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +139,31 @@ class SlackListeners:
     def _claim(self, event: Event) -> bool:
         return self._claimed.first_time(f"{event.get('channel')}:{event.get('ts')}")
 
+    async def _claim_across_replicas(self, event: Event) -> bool:
+        """The first replica on this database to claim a message answers it (issue 16).
+
+        Slack redelivers an event whose ack was slow to any open connection, and two replicas each hold one:
+        the in-process claim can't see the other replica's. If the database can't be asked, answer anyway:
+        two answers beat none (the answer itself will then apologise if the database is really gone).
+        """
+        key = f"slack message {event.get('channel')}:{event.get('ts')}"
+        try:
+            async with self._services.database.pool.acquire() as conn:
+                first = await claims.claim_once(conn, key)
+        except DATABASE_UNREACHABLE as error:
+            logger.warning("could not claim %s: %s", key, one_line(error))
+            return True
+        if not first:
+            logger.info("%s is answered by another replica", key)
+        return first
+
     # ---- answering ----------------------------------------------------------------------------------------
 
     async def _answer_event(
         self, event: Event, context: AsyncBoltContext, client: AsyncWebClient, *, require_bot_thread: bool,
     ) -> None:
+        if not await self._claim_across_replicas(event):
+            return
         channel, ts = str(event["channel"]), str(event["ts"])
         thread_ts = str(event.get("thread_ts") or ts)
         in_thread = thread_ts != ts

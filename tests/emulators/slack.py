@@ -474,8 +474,12 @@ class SlackEmulator:
 
     async def send_event(
         self, event: Json, *, event_id: str | None = None, retry_attempt: int = 0, retry_reason: str = "",
+        connection: int | None = None,
     ) -> str:
-        """Deliver an Events API payload in an `events_api` envelope; returns the envelope_id."""
+        """Deliver an Events API payload in an `events_api` envelope; returns the envelope_id.
+
+        `connection`: the index among open connections, oldest first (two replicas each hold one; Slack may
+        redeliver to either). By default the newest, as Slack favours."""
         event_id = event_id or f"Ev{next(self._id_counter):010d}"
         payload = {
             "token": "verification-token", "team_id": self.team_id, "api_app_id": self.app_id,
@@ -485,7 +489,8 @@ class SlackEmulator:
             "is_ext_shared_channel": False, "event_context": f"4-{event_id}",
         }
         return await self._send_envelope("events_api", payload, accepts_response_payload=False,
-                                         retry_attempt=retry_attempt, retry_reason=retry_reason)
+                                         retry_attempt=retry_attempt, retry_reason=retry_reason,
+                                         connection=connection)
 
     async def mention(
         self, text: str, *, channel: str = "C1", user: str = "U1", thread_ts: str | None = None,
@@ -605,7 +610,7 @@ class SlackEmulator:
 
     async def _send_envelope(
         self, kind: str, payload: Json, *, accepts_response_payload: bool, retry_attempt: int = 0,
-        retry_reason: str = "", connect_timeout_s: float = 5,
+        retry_reason: str = "", connect_timeout_s: float = 5, connection: int | None = None,
     ) -> str:
         envelope_id = str(uuid.uuid4())
         envelope: Json = {"envelope_id": envelope_id, "type": kind, "payload": payload,
@@ -613,6 +618,8 @@ class SlackEmulator:
         if kind == "events_api":
             envelope |= {"retry_attempt": retry_attempt, "retry_reason": retry_reason}
         sock = await self._wait_until(self._live_socket, connect_timeout_s, "open Socket Mode connection")
+        if connection is not None:
+            sock = [s for s in self._sockets if not s.ws.closed and not s.retiring][connection]
         self.sent[envelope_id] = envelope
         self._sent_meta[envelope_id] = _Sent(envelope, time.monotonic())
         await sock.ws.send_json(envelope)
