@@ -37,7 +37,6 @@ from bot.slack.streaming import (
     slack_error,
 )
 from db import activity, claims
-from db.errors import DATABASE_UNREACHABLE
 from db.models import Audience
 from ingest.errors import one_line
 
@@ -143,14 +142,14 @@ class SlackListeners:
         """The first replica on this database to claim a message answers it (issue 16).
 
         Slack redelivers an event whose ack was slow to any open connection, and two replicas each hold one:
-        the in-process claim can't see the other replica's. If the database can't be asked, answer anyway:
-        two answers beat none (the answer itself will then apologise if the database is really gone).
+        the in-process claim can't see the other replica's. If the claim fails for any reason, answer anyway:
+        two answers beat none, and the answer path apologises in the thread if the database is really gone.
         """
         key = f"slack message {event.get('channel')}:{event.get('ts')}"
         try:
             async with self._services.database.pool.acquire() as conn:
                 first = await claims.claim_once(conn, key)
-        except DATABASE_UNREACHABLE as error:
+        except Exception as error:  # whatever the database says, the answer path apologises properly
             logger.warning("could not claim %s: %s", key, one_line(error))
             return True
         if not first:
