@@ -137,7 +137,9 @@ async def burst(stack: SlackStack, n: int) -> list[float]:
     sent = await asyncio.gather(*(slack.mention(f"{QUESTION} ({i})") for i in range(n)))
     started = time.monotonic()
     acks = [await slack.wait_for_ack(envelope) for envelope, _ in sent]
-    assert max(a.latency_s for a in acks) < 0.3
+    # Slack redelivers an event not acked within 3 s: a later ack means a duplicate delivery (the ack's speed
+    # itself is bench/slack_latency.py's to measure, not a test's).
+    assert max(a.latency_s for a in acks) < 3.0
     finished = []
     for _, ts in sent:
         await final_message(slack, "C1", ts, timeout=60)
