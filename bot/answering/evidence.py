@@ -7,7 +7,8 @@ Two signals, both needed for an answer:
   `AWS`, `pg_hint_plan`, `ora2pg`) must occur in the knowledge base at all. Questions the wiki can't answer
   but shares vocabulary with ("PgBouncer's pool_mode", "our replication-lag SLO") score as high as answerable
   ones on similarity; the missing subject is what tells them apart. On the tune half of
-  bench/data/questions.jsonl this refused 15 more of 23 unanswerable questions and 1 more of 138 answerable.
+  bench/data/questions.jsonl, with MiniLM's floor below, unanswerable questions refused 8.7% → 82.6% and
+  answerable natural ones 10.1% → 2.2% (held-out half: 43.5% → 87.0% and 5.8% → 2.9%).
 """
 
 from __future__ import annotations
