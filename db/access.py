@@ -42,10 +42,6 @@ ON CONFLICT (account_id) DO UPDATE SET email = coalesce(EXCLUDED.email, confluen
 ACCOUNT_BY_EMAIL = """
 SELECT account_id FROM confluence_accounts WHERE lower(email) = lower($1) ORDER BY account_id LIMIT 2
 """
-UNREADABLE_PAGES = """
-SELECT a.page_id, p.space_key, a.error FROM page_access a JOIN pages p USING (page_id)
- WHERE NOT a.readable ORDER BY p.space_key, a.page_id
-"""
 
 
 async def indexed_pages(conn: asyncpg.Connection, space_key: str) -> list[str]:
@@ -81,8 +77,3 @@ async def account_by_email(conn: asyncpg.Connection, email: str) -> str | None:
     """The one Confluence account with this email; None when there is none, or more than one (ambiguous)."""
     rows = await conn.fetch(ACCOUNT_BY_EMAIL, email)
     return rows[0]["account_id"] if len(rows) == 1 else None
-
-
-async def unreadable_pages(conn: asyncpg.Connection) -> list[tuple[str, str, str]]:
-    """(page id, space key, why) of pages used for nobody because their permissions could not be read."""
-    return [(r["page_id"], r["space_key"], r["error"] or "") for r in await conn.fetch(UNREADABLE_PAGES)]

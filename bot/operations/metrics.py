@@ -95,7 +95,7 @@ class SnapshotGauges(Collector):
             yield GaugeMetricFamily("askdocs_last_successful_sync_timestamp_seconds",
                                     "Unix time the last successful sync finished (0: never)", value=last_at)
             yield GaugeMetricFamily("askdocs_sync_running", "1 while a sync run holds the lock",
-                                    value=0 if snapshot.running is None else 1)
+                                    value=0 if snapshot.running_sync is None else 1)
         if self._next_sync_at is not None:
             yield GaugeMetricFamily("askdocs_next_sync_timestamp_seconds", "Unix time of the next scheduled sync",
                                     value=self._next_sync_at.timestamp())

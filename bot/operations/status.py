@@ -48,10 +48,6 @@ class KnowledgeBaseStatus:
     def chunks(self) -> int:
         return sum(s.chunks for s in self.spaces)
 
-    @property
-    def running(self) -> SyncRun | None:
-        return self.running_sync
-
     def to_json(self) -> dict[str, Any]:
         def run_json(run: SyncRun | None) -> dict[str, Any] | None:
             if run is None:
